@@ -1,0 +1,369 @@
+"""Load YAML/TOML specs into validated spec objects, with errors that point at the source.
+
+``load_spec(path, overrides)`` reads the file keeping the line/column of every
+node, applies ``--set dotted.path=value`` overrides (parsed as YAML scalars),
+validates with the class registered for ``kind`` and turns any pydantic error
+into a :class:`~neurodsl.errors.SpecError` whose one-line form is
+``FILE:LINE:COL: field.path: what is wrong (expected ...)``.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from neurodsl.errors import Location, SpecError
+from neurodsl.spec.base import CrossFieldError
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """Raw spec data plus where each node came from."""
+
+    data: Any
+    file: str
+    text: str
+    marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    overridden: dict[Path_, str] = field(default_factory=dict)
+
+    def locate(self, path: Path_) -> Location:
+        """The most specific known location for ``path`` (falls back to parents)."""
+        p = tuple(path)
+        while True:
+            if p in self.overridden:
+                return Location(f"--set {self.overridden[p]}")
+            if p in self.marks:
+                line, col = self.marks[p]
+                return Location(self.file, line, col)
+            if not p:
+                return Location(self.file, 1, 1)
+            p = p[:-1]
+
+
+# ----------------------------------------------------------------------------- reading
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(node: yaml.Node, path: Path_, marks: dict, loader: _Loader) -> Any:
+    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves YAML merge keys (<<: *anchor)
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            key = loader.construct_object(knode, deep=True)
+            if key in out:
+                raise SpecError(f"duplicate key {key!r}",
+                                location=Location(loader.name, knode.start_mark.line + 1,
+                                                  knode.start_mark.column + 1))
+            marks[path + (key,)] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            out[key] = _construct(vnode, path + (key,), marks, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), marks, loader) for i, v in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def read_yaml(text: str, file: str) -> Source:
+    loader = _Loader(text)
+    loader.name = file
+    try:
+        node = loader.get_single_node()
+        marks: dict[Path_, tuple[int, int]] = {}
+        data = _construct(node, (), marks, loader) if node is not None else {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        raise SpecError(f"invalid YAML: {e.problem}", location=Location(file, mark.line + 1, mark.column + 1)
+                        if mark else Location(file)) from None
+    finally:
+        loader.dispose()
+    return Source(data, file, text, marks)
+
+
+def read_toml(text: str, file: str) -> Source:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+), column (\d+)", str(e))
+        loc = Location(file, int(m.group(1)), int(m.group(2))) if m else Location(file)
+        raise SpecError(f"invalid TOML: {e}", location=loc) from None
+    marks: dict[Path_, tuple[int, int]] = {}
+    lines = text.splitlines()
+
+    def walk(obj: Any, path: Path_) -> None:  # best effort: first line defining the key
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                pat = re.compile(rf"^\s*(\[+\s*)?([\w.\"]*\.)?\"?{re.escape(str(k))}\"?\s*(=|\])")
+                for n, line in enumerate(lines, 1):
+                    if pat.search(line):
+                        marks[path + (k,)] = (n, line.find(str(k)) + 1)
+                        break
+                walk(v, path + (k,))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, path + (i,))
+
+    walk(data, ())
+    return Source(data, file, text, marks)
+
+
+def read_source(path: str | Path) -> Source:
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("spec file not found", location=Location(str(path)), expected="an existing .yaml or .toml file")
+    text = p.read_text()
+    return read_toml(text, str(path)) if p.suffix.lower() == ".toml" else read_yaml(text, str(path))
+
+
+# ----------------------------------------------------------------------------- overrides
+def _split_path(dotted: str) -> Path_:
+    parts: list[str | int] = []
+    for tok in dotted.split("."):
+        for m in re.finditer(r"([^\[\]]+)|\[(\d+)\]", tok):
+            parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+    return tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in parts)
+
+
+def apply_overrides(src: Source, overrides: list[str] | tuple[str, ...]) -> Source:
+    """Apply ``dotted.path=value`` strings (value parsed as YAML) to the raw data."""
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"override {item!r} has no '='", location=Location("--set"),
+                            expected="dotted.path=value")
+        key, raw = item.split("=", 1)
+        path = _split_path(key.strip())
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if not path:
+            raise SpecError("empty path", location=Location(f"--set {item}"), expected="dotted.path=value")
+        node = src.data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(node, list):
+                if not isinstance(part, int) or part >= len(node):
+                    raise SpecError(f"no list item {part}", field=".".join(map(str, path[: i + 1])),
+                                    location=Location(f"--set {item}"), expected=f"an index < {len(node)}")
+                node = node[part]
+            else:
+                if part not in node or node[part] is None:
+                    node[part] = [] if isinstance(nxt, int) else {}
+                node = node[part]
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last > len(node):
+                raise SpecError(f"no list item {last}", field=key, location=Location(f"--set {item}"),
+                                expected=f"an index <= {len(node)}")
+            if last == len(node):
+                node.append(value)
+            else:
+                node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise SpecError(f"{_dotted(path[:-1])} is not a mapping", field=key,
+                            location=Location(f"--set {item}"), expected="a path into a mapping")
+        src.overridden[path] = item
+    return src
+
+
+# ----------------------------------------------------------------------------- validation
+def _model_names() -> set[str]:
+    from neurodsl.spec.base import SpecModel
+    names, todo = set(), [SpecModel]
+    while todo:
+        c = todo.pop()
+        for sub in c.__subclasses__():
+            names.add(sub.__name__)
+            todo.append(sub)
+    return names
+
+
+def _field_path(loc: tuple, data: Any) -> Path_:
+    """pydantic's loc reduced to keys and indices of the user's data.
+
+    pydantic adds segments that name union members rather than keys (a tag such
+    as 'bernoulli', 'function-before[...]', a class name); they are dropped.  A
+    key absent from the data (a missing field) is kept and ends the path.
+    """
+    out: list[Any] = []
+    node = data
+    models = _model_names()
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(part, str) and ("[" in part or part.startswith("function-") or part in models
+                                        or part in _tag_values(node)):
+            continue
+        elif isinstance(node, dict) and isinstance(part, str):
+            out.append(part)
+            break
+    return tuple(out)
+
+
+def _tag_values(node: Any) -> set:
+    tags = {"str", "int", "float", "bool", "dict", "list", "none"}
+    if isinstance(node, dict):
+        tags |= {str(node[t]) for t in ("kind", "dist", "model") if t in node}
+    return tags
+
+
+def _did_you_mean(data: Any, path: Path_, cls_fields: list[str]) -> str:
+    bad = path[-1]
+    match = difflib.get_close_matches(str(bad), cls_fields, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _known_keys(data: Any, path: Path_, kind_cls: type[BaseModel]) -> list[str]:
+    """Field names of the model that validates the mapping at ``path`` (best effort)."""
+    cls: Any = kind_cls
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        cls = _descend(cls, part, node)
+        if cls is None:
+            return []
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return [f.alias or n for n, f in cls.model_fields.items()]
+    return []
+
+
+def _descend(cls: Any, part: Any, node: Any) -> Any:
+    """Type reached from ``cls`` by ``part``; resolves unions by the node's ``kind``/``dist``/``model``."""
+    import typing
+    if cls is None:
+        return None
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        f = cls.model_fields.get(part) if isinstance(part, str) else None
+        if f is None:
+            return None
+        return _resolve(f.annotation, node)
+    origin = typing.get_origin(cls)
+    args = typing.get_args(cls)
+    if origin in (list, tuple) and args:
+        return _resolve(args[0], node)
+    if origin is dict and len(args) == 2:
+        return _resolve(args[1], node)
+    return None
+
+
+def _resolve(tp: Any, node: Any) -> Any:
+    import typing
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _resolve(typing.get_args(tp)[0], node)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        cands = [a for a in typing.get_args(tp) if a is not type(None)]
+        models = [c for c in (_resolve(a, node) for a in cands) if c is not None]
+        if isinstance(node, dict):
+            for m in models:
+                if isinstance(m, type) and issubclass(m, BaseModel):
+                    for tag in ("kind", "dist", "model"):
+                        f = m.model_fields.get(tag)
+                        if f is not None and tag in node and node[tag] in typing.get_args(f.annotation):
+                            return m
+            for m in models:
+                if isinstance(m, type) and issubclass(m, BaseModel):
+                    return m
+        for m in models:
+            if typing.get_origin(m) in (list, dict):
+                return m
+        return models[0] if models else None
+    return tp
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    typ, msg = err["type"], err["msg"]
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, CrossFieldError):
+        return str(inner), inner.expected
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    expected = ""
+    if typ == "literal_error":
+        expected = ctx.get("expected", "")
+        msg = f"{err['input']!r} is not allowed"
+    elif typ == "union_tag_invalid":
+        expected = "kind one of " + str(ctx.get("expected_tags", ""))
+        msg = f"unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r}"
+    elif typ == "union_tag_not_found":
+        msg = f"missing {ctx.get('discriminator', 'kind')!s}"
+        expected = "a 'kind' (or 'dist'/'model') key"
+    elif typ == "missing":
+        msg = "required field is missing"
+    elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        msg = f"{err['input']!r} is out of range"
+        expected = msg_bound(typ, ctx)
+    elif typ.endswith("_type") or typ.endswith("_parsing"):
+        msg = f"{err['input']!r}: {msg.lower()}"
+    return msg, expected
+
+
+def msg_bound(typ: str, ctx: dict) -> str:
+    sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
+    bound = next(iter(v for k, v in ctx.items()), "")
+    return f"a value {sym} {bound}"
+
+
+def validate(src: Source, registry: dict[str, type[BaseModel]]) -> BaseModel:
+    data = src.data
+    if not isinstance(data, dict):
+        raise SpecError("a spec must be a mapping of sections", location=src.locate(()),
+                        expected="keys such as name, kind, populations")
+    kind = data.get("kind")
+    if kind not in registry:
+        msg = "missing 'kind'" if kind is None else f"unknown kind {kind!r}"
+        raise SpecError(msg, field="kind", location=src.locate(("kind",)),
+                        expected="one of " + ", ".join(registry))
+    cls = registry[kind]
+    base_dir = str(Path(src.file).parent) if not src.file.startswith("<") else "."
+    try:
+        return cls.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # the most telling error: an unknown key (often a typo that also makes a field
+        # "missing"), then the deepest path, then anything but "missing"
+        err = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(_field_path(e["loc"], data)),
+                                         e["type"] != "missing"))
+        path = _field_path(err["loc"], data)
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, CrossFieldError):
+            path = path + tuple(inner.path)
+        msg, expected = _describe(err)
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(data, path, cls)
+            msg = f"unknown key {path[-1]!r}" + _did_you_mean(data, path, known)
+            expected = "one of " + ", ".join(known) if known else ""
+        more = len(errors) - 1
+        if more:
+            msg += f" (+{more} more error{'s' if more > 1 else ''})"
+        raise SpecError(msg, field=_dotted(path), expected=expected, location=src.locate(path)) from None
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p))
+    return out
+
+
+def spec_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
