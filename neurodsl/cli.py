@@ -1,0 +1,112 @@
+"""Command-line interface: thin click wiring, each command calls one documented function.
+
+User errors print one line ``FILE:LINE:COL: field: message (expected ...)`` on
+stderr and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from neurodsl.errors import NeurodslError, OutputExistsError, Location
+
+
+def _fail(message: str) -> None:
+    click.echo(f"neurodsl: error: {message}", err=True)
+    sys.exit(2)
+
+
+def user_errors(fn):
+    """Turn NeurodslError into one line + exit 2 (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, debug: bool = False, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NeurodslError as e:
+            if debug:
+                raise
+            _fail(e.one_line())
+        except KeyboardInterrupt:
+            click.echo("neurodsl: interrupted", err=True)
+            sys.exit(130)
+
+    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
+
+
+def spec_options(fn):
+    fn = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+                      help="Override a spec value, e.g. --set duration='200 ms' (repeatable).")(fn)
+    fn = click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+                      help="Output folder (default results/<spec name>/).")(fn)
+    fn = click.option("--force", is_flag=True, help="Write into a non-empty output folder.")(fn)
+    return click.argument("spec_path", metavar="SPEC", type=click.Path())(fn)
+
+
+def prepare_out(out: str | None, name: str, force: bool, resume: bool = False) -> Path:
+    """The output folder; an existing non-empty one needs --force (or --resume)."""
+    path = Path(out) if out else Path("results") / name
+    if path.exists() and any(path.iterdir()) and not (force or resume):
+        raise OutputExistsError("output folder exists and is not empty", location=Location(str(path)),
+                                expected="a new folder, or --force to overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load(spec_path: str, overrides):
+    from neurodsl.spec import load_spec
+    return load_spec(spec_path, overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="neurodsl")
+def main():
+    """neurodsl: declare biologically constrained networks in YAML, simulate and fit them."""
+
+
+@main.command()
+@spec_options
+@user_errors
+def validate(spec_path, overrides, out, force):
+    """Validate SPEC and print a short summary (populations, sizes, synapse counts)."""
+    from neurodsl.summary import summarize
+    click.echo(summarize(load(spec_path, overrides).spec))
+
+
+@main.command()
+def schema():
+    """Print the JSON Schema of specs (for editor completion)."""
+    from neurodsl.spec import json_schema
+    click.echo(json.dumps(json_schema(), indent=1))
+
+
+@main.command()
+@spec_options
+@user_errors
+def simulate(spec_path, overrides, out, force):
+    """Simulate SPEC and write OUT/simulation.nc (spikes, binned rates, provenance)."""
+    from neurodsl.runners.simulate import simulate as run
+    loaded = load(spec_path, overrides)
+    out_dir = prepare_out(out, loaded.spec.name, force)
+    ds = run(loaded, out_dir)
+    click.echo(_rate_summary(ds))
+    click.echo(f"wrote {out_dir / 'simulation.nc'}")
+
+
+def _rate_summary(ds) -> str:
+    import numpy as np
+    lines = []
+    mean = ds["rate"].mean(("trial", "time")).values
+    for pop in dict.fromkeys(ds["population"].values.tolist()):
+        sel = ds["population"].values == pop
+        lines.append(f"  {pop:>10s}: {sel.sum():6d} neurons, mean rate {np.mean(mean[sel]):7.2f} Hz")
+    return "\n".join([f"{ds.attrs.get('spec_name', '')}: {ds.attrs['duration_ms']:.0f} ms, "
+                      f"{ds.sizes['trial']} trial(s), {ds.sizes['spike']} spikes"] + lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,282 @@
+"""The compiled spiking network: brainstate modules built from a validated NetworkSpec.
+
+Step order (one call of :meth:`SpikingNetwork.update` advances step ``n`` -> ``n+1``,
+as Brian2's default schedule does):
+
+1. **integrate**: every population's V is advanced by the integrator using the
+   receptor states at the start of the step (neurons still refractory, i.e.
+   ``n - last_spike < t_ref/dt``, keep V); receptor states decay exactly;
+2. **threshold**: ``spike = V > V_th`` and not refractory;
+3. **reset**: ``V = V_reset`` and ``last_spike = n`` for spiking neurons;
+4. **inputs**: Poisson sources spike with probability ``rate(n dt) * dt``;
+5. **deliver**: every projection adds ``w`` to its receptor states of the
+   postsynaptic neurons for each spike emitted at step ``n - delay/dt``
+   (a delay of 0 acts on V from step n+1 on, exactly like Brian2's ``on_pre``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import brainevent
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brainevent._csr.main import _make_binary_task_workspace
+
+from neurodsl.compile.connectivity import Synapses, build_synapses, sample_values
+from neurodsl.compile.kinetics import INTEGRATORS, RECEPTORS
+from neurodsl.errors import DataError, Location
+from neurodsl.spec.network import ConstantCurrent, FileRef, PiecewiseRate, PoissonGroup
+from neurodsl.spec.spec import NetworkSpec
+
+NEVER = -(2 ** 30)  # last_spike of a neuron that has not spiked
+
+
+@dataclass(frozen=True)
+class PopulationInfo:
+    name: str
+    size: int
+    cell_type: str
+    offset: int  # index of the first neuron in the network-wide neuron axis
+
+
+class EventProjection(brainstate.nn.Module):
+    """Sparse synapses (CSR, pre-major) delivering binary spike events to post receptors."""
+
+    def __init__(self, label: str, syn: Synapses, pre: str, post: str, delay_steps: int,
+                 scales: dict[str, float], dtype, trainable: bool = False):
+        super().__init__()
+        self.label, self.pre, self.post = label, pre, post
+        self.delay_steps = delay_steps
+        self.scales = scales
+        self.shape = (syn.n_pre, syn.n_post)
+        self.n_synapses = len(syn.pre)
+        self.indices = jnp.asarray(syn.post, dtype=jnp.int32)
+        self.indptr = jnp.asarray(syn.indptr, dtype=jnp.int32)
+        w = jnp.asarray(syn.weight, dtype=dtype)
+        self.weight = brainstate.ParamState(w) if trainable else w
+        self._workspace = _make_binary_task_workspace(self.indptr)
+        self.synapses = syn
+
+    def weights(self):
+        return self.weight.value if isinstance(self.weight, brainstate.State) else self.weight
+
+    def propagate(self, spikes):
+        """(B, n_pre) bool -> (B, n_post) summed weights of the spiking inputs."""
+        if self.n_synapses == 0:
+            return jnp.zeros((spikes.shape[0], self.shape[1]), self.weights().dtype)
+        w, idx, ptr, ws = self.weights(), self.indices, self.indptr, self._workspace
+
+        def one(s):
+            return brainevent.binary_csrmv(w, idx, ptr, s, shape=self.shape, transpose=True, workspace=ws)
+
+        return jax.vmap(one)(spikes)
+
+
+class LIFCondPopulation(brainstate.nn.Module):
+    """A batch of conductance-based LIF neurons with per-receptor synaptic state."""
+
+    def __init__(self, info: PopulationInfo, neuron, receptors: dict, dt: float):
+        super().__init__()
+        self.info = info
+        self.g_L, self.E_L = neuron.g_L.internal, neuron.E_L.internal
+        self.V_th, self.V_reset = neuron.V_th.internal, neuron.V_reset.internal
+        self.C = neuron.capacitance_pF
+        self.ref_steps = int(round(neuron.t_ref.internal / dt))
+        self.integrator = INTEGRATORS[neuron.method]
+        self.kinetics = receptors  # name -> kinetics object
+        self.dt = dt
+        self.V = brainstate.HiddenState(jnp.zeros((1, info.size)))
+        self.last = brainstate.HiddenState(jnp.full((1, info.size), NEVER, jnp.int32))
+        self.syn = {r: brainstate.HiddenState(jnp.zeros((k.n_vars, 1, info.size)))
+                    for r, k in receptors.items()}
+
+    def integrate(self, n, I_ext):
+        g_syn = 0.0
+        gE_syn = 0.0
+        I = I_ext
+        for r, kin in self.kinetics.items():
+            g = kin.value(self.syn[r].value)
+            if kin.E_rev is None:
+                I = I + g
+            else:
+                g_syn = g_syn + g
+                gE_syn = gE_syn + g * kin.E_rev
+            self.syn[r].value = kin.decay(self.syn[r].value)
+        V = self.V.value
+        V_new = self.integrator(V, self.g_L, self.E_L, self.C, g_syn, gE_syn, I, self.dt)
+        not_ref = (n - self.last.value) >= self.ref_steps
+        self.V.value = jnp.where(not_ref, V_new, V)
+        return not_ref
+
+    def fire(self, n, not_ref):
+        spike = (self.V.value > self.V_th) & not_ref
+        self.V.value = jnp.where(spike, self.V_reset, self.V.value)
+        self.last.value = jnp.where(spike, n, self.last.value)
+        return spike
+
+    def receive(self, receptor: str, inc):
+        kin = self.kinetics[receptor]
+        self.syn[receptor].value = kin.add(self.syn[receptor].value, inc)
+
+
+class PoissonSource(brainstate.nn.Module):
+    """Independent Poisson spike trains; rate piecewise constant in time."""
+
+    def __init__(self, name: str, group: PoissonGroup, dt: float, dtype):
+        super().__init__()
+        self.source, self.size, self.dt = name, group.size, dt
+        if isinstance(group.rate, PiecewiseRate):
+            self.t_steps = jnp.asarray([round(t.internal / dt) for t in group.rate.times], jnp.int32)
+            self.p = jnp.asarray([v.internal * dt * 1e-3 for v in group.rate.values], dtype)
+        else:
+            self.t_steps = jnp.zeros(1, jnp.int32)
+            self.p = jnp.asarray([group.rate.internal * dt * 1e-3], dtype)
+        if float(jnp.max(self.p)) > 1:
+            raise DataError(f"input {name!r}: rate * dt > 1", expected="rate < 1/dt")
+
+    def sample(self, n, key, batch: int):
+        i = jnp.searchsorted(self.t_steps, n, side="right") - 1
+        return jax.random.uniform(key, (batch, self.size)) < self.p[i]
+
+
+@dataclass
+class SpikingNetwork:
+    """Populations, sources and projections of one spec, plus the per-step update."""
+
+    spec: NetworkSpec
+    populations: dict[str, LIFCondPopulation]
+    sources: dict[str, PoissonSource]
+    projections: list[EventProjection]
+    currents: list[tuple[str, float, int, int]]  # (target, pA, start step, stop step)
+    dt: float
+    dtype: object
+    history: dict[str, brainstate.HiddenState] = field(default_factory=dict)
+    key: brainstate.HiddenState | None = None
+
+    @property
+    def infos(self) -> list[PopulationInfo]:
+        return [p.info for p in self.populations.values()]
+
+    @property
+    def n_neurons(self) -> int:
+        return sum(p.info.size for p in self.populations.values())
+
+    # ------------------------------------------------------------------ state
+    def init_state(self, batch: int, seed: int) -> None:
+        """(Re)set every state variable: initial values from the spec, fresh RNG key."""
+        rng = np.random.default_rng([seed, 1])
+        for name, pop in self.populations.items():
+            init = self.spec.initial_state.get(name)
+            shape = (batch, pop.info.size)
+            V = _init_array(init.V if init else None, shape, pop.E_L, rng, name, "V")
+            pop.V.value = jnp.asarray(V, self.dtype)
+            pop.last.value = jnp.full(shape, NEVER, jnp.int32)
+            for r, kin in pop.kinetics.items():
+                g0 = _init_array(init.g.get(r) if init else None, shape, 0.0, rng, name, f"g.{r}")
+                pop.syn[r].value = jnp.asarray(kin.from_value(jnp.asarray(g0, self.dtype)), self.dtype)
+        for src, depth in self._history_depths().items():
+            self.history[src].value = jnp.zeros((depth, batch, self._size(src)), bool)
+        self.key.value = jax.random.PRNGKey(seed)
+
+    def _size(self, name: str) -> int:
+        return self.populations[name].info.size if name in self.populations else self.sources[name].size
+
+    def _history_depths(self) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        for pr in self.projections:
+            if pr.delay_steps:
+                depths[pr.pre] = max(depths.get(pr.pre, 0), pr.delay_steps)
+        return depths
+
+    # ------------------------------------------------------------------ dynamics
+    def update(self, n):
+        """Advance one step (see the module docstring for the order); returns spikes per population."""
+        batch = next(iter(self.populations.values())).V.value.shape[0]
+        not_ref = {}
+        for name, pop in self.populations.items():
+            I_ext = 0.0
+            for target, amp, start, stop in self.currents:
+                if target == name:
+                    I_ext = I_ext + jnp.where((n >= start) & (n < stop), amp, 0.0)
+            not_ref[name] = pop.integrate(n, I_ext)
+        spikes = {name: pop.fire(n, not_ref[name]) for name, pop in self.populations.items()}
+        if self.sources:
+            key, *subs = jax.random.split(self.key.value, len(self.sources) + 1)
+            self.key.value = key
+            for sub, (name, src) in zip(subs, self.sources.items()):
+                spikes[name] = src.sample(n, sub, batch)
+        for pr in self.projections:
+            s = spikes[pr.pre]
+            if pr.delay_steps:
+                hist = self.history[pr.pre].value
+                s = hist[(n - pr.delay_steps) % hist.shape[0]]
+            arrived = pr.propagate(s)
+            post = self.populations[pr.post]
+            for r, scale in pr.scales.items():
+                post.receive(r, arrived * scale if scale != 1.0 else arrived)
+        for src, st in self.history.items():
+            st.value = st.value.at[n % st.value.shape[0]].set(spikes[src])
+        return spikes
+
+
+NEURONS = {"lif_cond": LIFCondPopulation}
+
+
+def _init_array(v, shape, default: float, rng, pop: str, var: str) -> np.ndarray:
+    if v is None:
+        return np.full(shape, default)
+    if isinstance(v, FileRef):
+        with np.load(v.file) as z:
+            key = v.key or var
+            if key not in z:
+                raise DataError(f"no array {key!r} for {pop}.{var}", field=f"initial_state.{pop}.{var}",
+                                expected="one of " + ", ".join(z.files), location=Location(v.file))
+            arr = np.asarray(z[key], dtype=np.float64)
+        if arr.shape not in (shape[1:], shape):
+            raise DataError(f"array {key!r} has shape {arr.shape}", field=f"initial_state.{pop}.{var}",
+                            expected=f"{shape[1:]} or {shape}", location=Location(v.file))
+        return np.broadcast_to(arr, shape).copy()
+    return sample_values(v, math.prod(shape), rng, sign=0.0).reshape(shape)
+
+
+def compile_network(spec: NetworkSpec) -> SpikingNetwork:
+    """Build the brainstate modules of ``spec`` (connectivity drawn from ``spec.seed``)."""
+    dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
+    if spec.precision == "float64" and not jax.config.jax_enable_x64:
+        raise RuntimeError("precision float64 needs jax_enable_x64 (use neurodsl.runners.simulate)")
+    dt = spec.dt.internal
+    by_pop = spec.receptors_by_population()
+    infos, offset = {}, 0
+    for name, pop in spec.populations.items():
+        infos[name] = PopulationInfo(name, pop.size, pop.cell_type, offset)
+        offset += pop.size
+    pops = {}
+    for name, pop in spec.populations.items():
+        kin = {r: RECEPTORS[spec.receptors[r].kind](spec.receptors[r], dt) for r in by_pop[name]}
+        pops[name] = NEURONS[pop.neuron.model](infos[name], pop.neuron, kin, dt)
+    sources = {n: PoissonSource(n, g, dt, dtype) for n, g in spec.inputs.items() if isinstance(g, PoissonGroup)}
+    sizes = {**{n: p.size for n, p in spec.populations.items()}, **{n: s.size for n, s in sources.items()}}
+    rng = np.random.default_rng([spec.seed, 0])
+    projections = []
+    for i, pr in enumerate(spec.projections):
+        signed = all(spec.receptors[r].E_rev is None for r in pr.receptor_scales())
+        syn = build_synapses(pr, i, sizes[pr.pre], sizes[pr.post], spec.cell_type(pr.pre), rng, signed=signed)
+        scales = {r: q.internal for r, q in pr.receptor_scales().items()}
+        delay = int(round(pr.delay.internal / dt))
+        projections.append(EventProjection(pr.label, syn, pr.pre, pr.post, delay, scales, dtype, pr.trainable))
+    currents = []
+    for name, inp in spec.inputs.items():
+        if isinstance(inp, ConstantCurrent):
+            start = 0 if inp.start is None else int(round(inp.start.internal / dt))
+            stop = 2 ** 31 - 1 if inp.stop is None else int(round(inp.stop.internal / dt))
+            currents.append((inp.target, inp.amplitude.internal, start, stop))
+    net = SpikingNetwork(spec, pops, sources, projections, currents, dt, dtype)
+    # States exist from here on and are only re-valued by init_state, so a jitted
+    # run never holds on to stale State objects.
+    net.history = {src: brainstate.HiddenState(jnp.zeros((d, 1, net._size(src)), bool))
+                   for src, d in net._history_depths().items()}
+    net.key = brainstate.HiddenState(jax.random.PRNGKey(spec.seed))
+    return net
