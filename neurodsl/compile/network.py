@@ -144,17 +144,33 @@ class PoissonSource(brainstate.nn.Module):
 
 @dataclass
 class SpikingNetwork:
-    """Populations, sources and projections of one spec, plus the per-step update."""
+    """Populations, sources and projections, plus the per-step update.
 
-    spec: NetworkSpec
+    Build it with :func:`compile_network` from a NetworkSpec, or with
+    :meth:`assemble` from parts (workflows whose structure comes from a file,
+    e.g. the olfactory teacher).  A source is any module with ``size`` and
+    ``sample(n, key, batch) -> (batch, size) bool``.
+    """
+
     populations: dict[str, LIFCondPopulation]
-    sources: dict[str, PoissonSource]
+    sources: dict[str, object]
     projections: list[EventProjection]
     currents: list[tuple[str, float, int, int]]  # (target, pA, start step, stop step)
     dt: float
     dtype: object
+    initial: dict = field(default_factory=dict)  # population -> PopulationInit
     history: dict[str, brainstate.HiddenState] = field(default_factory=dict)
     key: brainstate.HiddenState | None = None
+
+    @classmethod
+    def assemble(cls, populations, sources, projections, currents, dt, dtype, initial=None, seed=0):
+        net = cls(populations, sources, projections, currents, dt, dtype, dict(initial or {}))
+        # States exist from here on and are only re-valued by init_state, so a jitted
+        # run never holds on to stale State objects.
+        net.history = {src: brainstate.HiddenState(jnp.zeros((d, 1, net._size(src)), bool))
+                       for src, d in net._history_depths().items()}
+        net.key = brainstate.HiddenState(jax.random.PRNGKey(seed))
+        return net
 
     @property
     def infos(self) -> list[PopulationInfo]:
@@ -169,7 +185,7 @@ class SpikingNetwork:
         """(Re)set every state variable: initial values from the spec, fresh RNG key."""
         rng = np.random.default_rng([seed, 1])
         for name, pop in self.populations.items():
-            init = self.spec.initial_state.get(name)
+            init = self.initial.get(name)
             shape = (batch, pop.info.size)
             V = _init_array(init.V if init else None, shape, pop.E_L, rng, name, "V")
             pop.V.value = jnp.asarray(V, self.dtype)
@@ -273,10 +289,4 @@ def compile_network(spec: NetworkSpec) -> SpikingNetwork:
             start = 0 if inp.start is None else int(round(inp.start.internal / dt))
             stop = 2 ** 31 - 1 if inp.stop is None else int(round(inp.stop.internal / dt))
             currents.append((inp.target, inp.amplitude.internal, start, stop))
-    net = SpikingNetwork(spec, pops, sources, projections, currents, dt, dtype)
-    # States exist from here on and are only re-valued by init_state, so a jitted
-    # run never holds on to stale State objects.
-    net.history = {src: brainstate.HiddenState(jnp.zeros((d, 1, net._size(src)), bool))
-                   for src, d in net._history_depths().items()}
-    net.key = brainstate.HiddenState(jax.random.PRNGKey(spec.seed))
-    return net
+    return SpikingNetwork.assemble(pops, sources, projections, currents, dt, dtype, spec.initial_state, spec.seed)

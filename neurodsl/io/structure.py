@@ -1,0 +1,149 @@
+"""``network_structure.npz``: the connectome file that workflow 2's stages hand on.
+
+``infer-network`` and ``homeostatic`` write it, ``teacher`` and ``fit-student``
+read it.  Contents (all plain numpy arrays, so ``np.load`` is enough to read it):
+
+=================  ===========  ===================================================
+key                dtype        meaning
+=================  ===========  ===================================================
+``cell_type``      ``<U1``      (N,) "E" or "I" for each recurrent neuron
+``assembly``       int32        (N,) assembly label, -1 for none
+``rec_pre``        int32        (S,) presynaptic recurrent index
+``rec_post``       int32        (S,) postsynaptic recurrent index
+``rec_weight``     float32      (S,) signed weight (Dale: sign of the presynaptic type),
+                                a dimensionless multiplier of the receptor's g_max
+``ff_pre``         int32        (F,) presynaptic input (mitral) index
+``ff_post``        int32        (F,) postsynaptic recurrent index
+``ff_weight``      float32      (F,) weight (>= 0: inputs are excitatory)
+``n_inputs``       int64        () number of input (mitral) channels
+``scaling``        float32      (2, 3) optional per-pair scaling factors, rows post
+                                E/I, columns pre E/I/input; absent = all ones
+``meta``           ``<U``       () JSON text: generator, parameters, seed, history
+=================  ===========  ===================================================
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from neurodsl.errors import DataError, Location
+
+REQUIRED = ("cell_type", "rec_pre", "rec_post", "rec_weight", "ff_pre", "ff_post", "ff_weight", "n_inputs")
+
+
+@dataclass(frozen=True)
+class NetworkStructure:
+    """An immutable recurrent + feedforward connectome with E/I labels and assemblies."""
+
+    cell_type: np.ndarray
+    rec_pre: np.ndarray
+    rec_post: np.ndarray
+    rec_weight: np.ndarray
+    ff_pre: np.ndarray
+    ff_post: np.ndarray
+    ff_weight: np.ndarray
+    n_inputs: int
+    assembly: np.ndarray | None = None
+    scaling: np.ndarray = field(default_factory=lambda: np.ones((2, 3), np.float32))
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.cell_type)
+
+    @property
+    def is_exc(self) -> np.ndarray:
+        return self.cell_type == "E"
+
+    def dense_recurrent(self) -> np.ndarray:
+        """(pre, post) signed matrix; for small networks and figures."""
+        W = np.zeros((self.n, self.n), np.float32)
+        np.add.at(W, (self.rec_pre, self.rec_post), self.rec_weight)
+        return W
+
+    def dense_feedforward(self) -> np.ndarray:
+        W = np.zeros((self.n_inputs, self.n), np.float32)
+        np.add.at(W, (self.ff_pre, self.ff_post), self.ff_weight)
+        return W
+
+    def with_weights(self, rec_weight=None, ff_weight=None, scaling=None, **meta) -> "NetworkStructure":
+        return replace(self,
+                       rec_weight=self.rec_weight if rec_weight is None else np.asarray(rec_weight, np.float32),
+                       ff_weight=self.ff_weight if ff_weight is None else np.asarray(ff_weight, np.float32),
+                       scaling=self.scaling if scaling is None else np.asarray(scaling, np.float32),
+                       meta={**self.meta, **meta})
+
+    def validate(self, where: str = "<structure>") -> "NetworkStructure":
+        loc = Location(where)
+        n, ni = self.n, self.n_inputs
+        if not set(np.unique(self.cell_type)) <= {"E", "I"}:
+            raise DataError("cell_type must contain only 'E' and 'I'", field="cell_type", location=loc)
+        for name, idx, bound in (("rec_pre", self.rec_pre, n), ("rec_post", self.rec_post, n),
+                                 ("ff_pre", self.ff_pre, ni), ("ff_post", self.ff_post, n)):
+            if len(idx) and (idx.min() < 0 or idx.max() >= bound):
+                raise DataError(f"index out of range [0, {bound})", field=name, location=loc)
+        if not (len(self.rec_pre) == len(self.rec_post) == len(self.rec_weight)):
+            raise DataError("rec_pre, rec_post and rec_weight differ in length", field="rec_weight", location=loc)
+        if not (len(self.ff_pre) == len(self.ff_post) == len(self.ff_weight)):
+            raise DataError("ff_pre, ff_post and ff_weight differ in length", field="ff_weight", location=loc)
+        pre_e = self.is_exc[self.rec_pre]
+        wrong = (pre_e & (self.rec_weight < 0)) | (~pre_e & (self.rec_weight > 0))
+        if wrong.any():
+            bad = "E" if (pre_e & (self.rec_weight < 0)).any() else "I"
+            raise DataError(f"Dale's law: {int(wrong.sum())} recurrent weights of population {bad!r} have the "
+                            "wrong sign", field="rec_weight", location=loc,
+                            expected="E rows >= 0 and I rows <= 0")
+        if (self.ff_weight < 0).any():
+            raise DataError("negative feedforward weights", field="ff_weight", location=loc,
+                            expected="weights >= 0 (inputs are excitatory)")
+        if self.scaling.shape != (2, 3):
+            raise DataError(f"scaling has shape {self.scaling.shape}", field="scaling", location=loc,
+                            expected="(2, 3): post E/I x pre E/I/input")
+        return self
+
+
+def save_structure(s: NetworkStructure, path: str | Path) -> Path:
+    """Write atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        arrays = dict(cell_type=s.cell_type.astype("<U1"), rec_pre=s.rec_pre.astype(np.int32),
+                      rec_post=s.rec_post.astype(np.int32), rec_weight=s.rec_weight.astype(np.float32),
+                      ff_pre=s.ff_pre.astype(np.int32), ff_post=s.ff_post.astype(np.int32),
+                      ff_weight=s.ff_weight.astype(np.float32), n_inputs=np.int64(s.n_inputs),
+                      scaling=s.scaling.astype(np.float32), meta=np.str_(json.dumps(s.meta)))
+        if s.assembly is not None:
+            arrays["assembly"] = s.assembly.astype(np.int32)
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_structure(path: str | Path) -> NetworkStructure:
+    """Read and validate; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("network structure file not found", location=Location(str(path)))
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in REQUIRED if k not in z.files]
+        if missing:
+            raise DataError(f"missing arrays {missing}", location=Location(str(path)),
+                            expected="the keys " + ", ".join(REQUIRED))
+        s = NetworkStructure(
+            cell_type=z["cell_type"].astype("<U1"), rec_pre=z["rec_pre"], rec_post=z["rec_post"],
+            rec_weight=z["rec_weight"].astype(np.float32), ff_pre=z["ff_pre"], ff_post=z["ff_post"],
+            ff_weight=z["ff_weight"].astype(np.float32), n_inputs=int(z["n_inputs"]),
+            assembly=z["assembly"] if "assembly" in z.files else None,
+            scaling=z["scaling"].astype(np.float32) if "scaling" in z.files else np.ones((2, 3), np.float32),
+            meta=json.loads(str(z["meta"])) if "meta" in z.files else {})
+    return s.validate(str(path))
