@@ -23,6 +23,7 @@ class SimulationResult:
     voltage: np.ndarray | None     # (trial, step, neuron) mV
     wall_s: float
     loop_s: float                  # time spent in compiled chunks, compilation excluded
+    source_events: dict[str, dict[str, np.ndarray]] | None = None  # source -> trial, step, neuron
 
 
 def chunk_plan(n_steps: int, chunk_steps: int, bin_steps: int) -> list[tuple[int, int]]:
@@ -30,9 +31,28 @@ def chunk_plan(n_steps: int, chunk_steps: int, bin_steps: int) -> list[tuple[int
     return [(s, min(s + chunk_steps, n_steps)) for s in range(0, n_steps, chunk_steps)]
 
 
+def _events(spikes: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t, b, n = np.nonzero(spikes)  # spikes: (T, B, N)
+    return b, t + start, n
+
+
+def _concat_events(parts) -> dict[str, np.ndarray]:
+    """Merge per-chunk (trial, step, neuron) arrays, sorted by step, trial, neuron."""
+    if parts:
+        b, t, n = (np.concatenate(x) for x in zip(*parts))
+    else:
+        b = t = n = np.zeros(0, np.int64)
+    order = np.lexsort((n, b, t))
+    return {"trial": np.asarray(b)[order], "step": np.asarray(t)[order], "neuron": np.asarray(n)[order]}
+
+
 def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_voltage=False,
-                progress: bool = True) -> SimulationResult:
-    """Advance an initialised network ``n_steps``; memory is bounded by one chunk."""
+                progress: bool = True, record_sources: bool = False, start_step: int = 0) -> SimulationResult:
+    """Advance an initialised network ``n_steps`` from ``start_step``; memory is bounded by one chunk.
+
+    Event steps count from ``start_step``.  With ``record_sources`` the spikes of the input sources (e.g. mitral cells)
+    are returned too, as one event list per source.
+    """
     import brainstate
     import jax
     import jax.numpy as jnp
@@ -40,12 +60,15 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
 
     names = list(net.populations)
 
+    sources = list(net.sources) if record_sources else []
+
     def body(n):
         spikes = net.update(n)
         s = jnp.concatenate([spikes[k] for k in names], axis=-1)
+        src = [spikes[k] for k in sources]
         if record_voltage:
-            return s, jnp.concatenate([net.populations[k].V.value for k in names], axis=-1)
-        return s, None
+            return s, src, jnp.concatenate([net.populations[k].V.value for k in names], axis=-1)
+        return s, src, None
 
     @brainstate.transform.jit
     def run_chunk(steps):
@@ -56,23 +79,23 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     n_total = net.n_neurons
     n_bins = -(-n_steps // bin_steps)
     counts = np.zeros((batch, n_bins, n_total), np.int32)
-    ev_t, ev_b, ev_n, volts = [], [], [], []
+    parts, src_parts, volts = [], {k: [] for k in sources}, []
     t0 = time.perf_counter()
     loop_s = 0.0
     seen_lengths = set()
     bar = tqdm(total=n_steps, unit="step", desc="simulate", disable=not progress, leave=False)
     for start, stop in plan:
         c0 = time.perf_counter()
-        spikes, v = run_chunk(jnp.arange(start, stop, dtype=jnp.int32))
+        spikes, src, v = run_chunk(jnp.arange(start_step + start, start_step + stop, dtype=jnp.int32))
         spikes = np.asarray(jax.block_until_ready(spikes))  # (T, B, N)
         if (stop - start) in seen_lengths:
             loop_s += time.perf_counter() - c0
         seen_lengths.add(stop - start)
-        t, b, n = np.nonzero(spikes)
-        ev_t.append(t + start)
-        ev_b.append(b)
-        ev_n.append(n)
-        np.add.at(counts, (b, (t + start) // bin_steps, n), 1)
+        b, t, n = _events(spikes, start)
+        parts.append((b, t, n))
+        np.add.at(counts, (b, t // bin_steps, n), 1)
+        for k, s_k in zip(sources, src):
+            src_parts[k].append(_events(np.asarray(s_k), start))
         if record_voltage:
             volts.append(np.asarray(v).transpose(1, 0, 2))
         bar.update(stop - start)
@@ -81,11 +104,10 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     dt = net.dt
     widths = np.minimum(bin_steps, n_steps - np.arange(n_bins) * bin_steps) * dt * 1e-3  # seconds
     rate = counts / widths[None, :, None]
-    events = {"trial": np.concatenate(ev_b), "step": np.concatenate(ev_t), "neuron": np.concatenate(ev_n)}
-    order = np.lexsort((events["neuron"], events["trial"], events["step"]))
-    events = {k: v[order] for k, v in events.items()}
+    events = _concat_events(parts)
     voltage = np.concatenate(volts, axis=1) if record_voltage else None
-    return SimulationResult(events, rate, voltage, wall, loop_s)
+    source_events = {k: _concat_events(v) for k, v in src_parts.items()} if record_sources else None
+    return SimulationResult(events, rate, voltage, wall, loop_s, source_events)
 
 
 def simulate(loaded: LoadedSpec, out_dir: str | Path | None = None, *, progress: bool = True,
