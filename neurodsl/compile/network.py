@@ -27,7 +27,7 @@ from brainevent._csr.main import _make_binary_task_workspace
 
 from neurodsl.compile.connectivity import Synapses, build_synapses, sample_values
 from neurodsl.compile.kinetics import INTEGRATORS, RECEPTORS
-from neurodsl.errors import DataError, Location
+from neurodsl.errors import DataError, Location, SpecError
 from neurodsl.spec.network import ConstantCurrent, FileRef, PiecewiseRate, PoissonGroup
 from neurodsl.spec.spec import NetworkSpec
 
@@ -262,7 +262,8 @@ def compile_network(spec: NetworkSpec) -> SpikingNetwork:
     """Build the brainstate modules of ``spec`` (connectivity drawn from ``spec.seed``)."""
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
     if spec.precision == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("precision float64 needs jax_enable_x64 (use neurodsl.runners.simulate)")
+        raise SpecError("precision float64 needs JAX's x64 mode, which the runners switch on before "
+                        "compiling", field="precision", expected="float32 here, or run through neurodsl.runners")
     dt = spec.dt.internal
     by_pop = spec.receptors_by_population()
     infos, offset = {}, 0
