@@ -11,8 +11,13 @@ from neurodsl.spec import LoadedSpec
 
 
 def configure_precision(precision: str) -> None:
-    """float64 needs JAX's x64 mode, which must be switched on before arrays are made."""
+    """float64 needs JAX's x64 mode, which must be switched on before arrays are made.
+
+    brainstate sets the mode when it is first imported, so it is imported first.
+    """
+    import brainstate
     import jax
+    brainstate.environ.set(precision=64 if precision == "float64" else 32)
     jax.config.update("jax_enable_x64", precision == "float64")
 
 

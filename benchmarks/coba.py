@@ -1,0 +1,143 @@
+"""COBA simulation-loop speed: compiled spec vs hand-written brainpy.state vs Brian2 C++.
+
+Prints, from one invocation, the loop time per simulated second (compilation
+excluded) at each size with 80 synapses per neuron on average, and the ratios
+compiled / hand-written and compiled / Brian2-C++ (when a Brian2 interpreter is
+given: brian2 needs numpy < 2.4, so it lives in its own virtualenv; see
+benchmarks/reference/README.md).
+
+    python benchmarks/coba.py --sizes 4000 16000 64000 --duration 1 \
+        --brian2-python /tmp/brian2env/bin/python
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compiled(n: int, duration_s: float, seed: int = 0) -> dict:
+    """Loop time of spec/coba.yaml compiled by neurodsl (second run of the same jitted chunk)."""
+    import jax
+    from neurodsl.compile import compile_network
+    from neurodsl.runners.simulate import run_network
+    from neurodsl.spec import load_spec
+
+    ne, ni = int(n * 0.8), n - int(n * 0.8)
+    p = 80 / n
+    sets = [f"populations.E.size={ne}", f"populations.I.size={ni}", f"seed={seed}"]
+    sets += [f"projections[{i}].connectivity.p={p}" for i in range(4)]
+    spec = load_spec(REPO / "spec" / "coba.yaml", sets).spec
+    net = compile_network(spec)
+    steps = int(round(duration_s * 1e3 / spec.dt.internal))
+    net.init_state(1, seed)
+    run_network(net, steps, steps, steps, progress=False)  # compile + warm-up
+    net.init_state(1, seed)
+    t0 = time.perf_counter()
+    res = run_network(net, steps, steps, steps, progress=False)
+    loop = time.perf_counter() - t0
+    del jax
+    return {"loop_s": loop, "rate_hz": float(res.rate.mean()), "steps": steps}
+
+
+def handwritten(n: int, duration_s: float, seed: int = 0) -> dict:
+    """The same network written by hand with brainpy.state (LIFRef, AlignPostProj, Expon, COBA)."""
+    import brainpy
+    import brainstate
+    import braintools
+    import brainunit as u
+    import jax.numpy as jnp
+
+    ne = int(n * 0.8)
+    p = 80 / n
+
+    class EINet(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n_exc = ne
+            # leak units: R = 1 ohm, so conductances in siemens are multiples of g_L
+            self.N = brainpy.state.LIFRef(n, V_rest=-60. * u.mV, V_th=-50. * u.mV, V_reset=-60. * u.mV,
+                                          tau=20. * u.ms, tau_ref=5. * u.ms, spk_reset="hard",
+                                          V_initializer=braintools.init.Normal(-65., 5., unit=u.mV))
+            self.E = brainpy.state.AlignPostProj(
+                comm=brainstate.nn.EventFixedProb(ne, n, p, 0.6 * u.siemens),
+                syn=brainpy.state.Expon.desc(n, tau=5. * u.ms),
+                out=brainpy.state.COBA.desc(E=0. * u.mV), post=self.N)
+            self.I = brainpy.state.AlignPostProj(
+                comm=brainstate.nn.EventFixedProb(n - ne, n, p, 6.7 * u.siemens),
+                syn=brainpy.state.Expon.desc(n, tau=10. * u.ms),
+                out=brainpy.state.COBA.desc(E=-80. * u.mV), post=self.N)
+
+        def update(self, i):
+            with brainstate.environ.context(i=i, t=i * brainstate.environ.get_dt()):
+                spk = self.N.get_spike() != 0.
+                self.E(spk[:self.n_exc])
+                self.I(spk[self.n_exc:])
+                self.N(0. * u.mA)
+                return self.N.get_spike()
+
+    brainstate.random.seed(seed)
+    with brainstate.environ.context(dt=0.1 * u.ms):
+        net = EINet()
+        brainstate.nn.init_all_states(net)
+        steps = int(round(duration_s * 1e4))
+
+        @brainstate.transform.jit
+        def run(idx):
+            return brainstate.transform.for_loop(net.update, idx)
+
+        idx = jnp.arange(steps)
+        jnp.asarray(run(idx)).block_until_ready()
+        brainstate.nn.reset_all_states(net)
+        t0 = time.perf_counter()
+        spikes = jnp.asarray(run(idx)).block_until_ready()
+        loop = time.perf_counter() - t0
+    return {"loop_s": loop, "rate_hz": float(np.asarray(spikes).mean() / 1e-4), "steps": steps}
+
+
+def brian2(python: str, n: int, duration_s: float) -> dict | None:
+    script = REPO / "benchmarks" / "reference" / "brian2_coba.py"
+    try:
+        out = subprocess.run([python, str(script), "--timing", "--sizes", str(n), "--duration", f"{duration_s}s"],
+                             capture_output=True, text=True, timeout=1800, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"  brian2 failed: {e}", file=sys.stderr)
+        return None
+    for line in out.splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if int(rec.get("N", rec.get("n", n))) == n:
+                return rec
+    return None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000, 64000])
+    ap.add_argument("--duration", type=float, default=1.0, help="simulated seconds per run")
+    ap.add_argument("--brian2-python", default=None, help="python of a venv with brian2 (numpy < 2.4)")
+    args = ap.parse_args(argv)
+    print(f"# COBA loop time per simulated second; {platform.processor() or platform.machine()}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print(f"{'N':>7} {'compiled s':>11} {'hand s':>8} {'brian2 s':>9} {'comp/hand':>10} {'comp/brian2':>12} "
+          f"{'rate Hz':>8}")
+    for n in args.sizes:
+        c = compiled(n, args.duration)
+        h = handwritten(n, args.duration)
+        b = brian2(args.brian2_python, n, args.duration) if args.brian2_python else None
+        cs, hs = c["loop_s"] / args.duration, h["loop_s"] / args.duration
+        bs = b["loop_s_per_sim_s"] if b and "loop_s_per_sim_s" in b else (b["loop_s"] / args.duration if b else None)
+        print(f"{n:>7} {cs:>11.3f} {hs:>8.3f} {bs if bs is not None else float('nan'):>9.3f} "
+              f"{cs / hs:>10.2f} {(cs / bs) if bs else float('nan'):>12.2f} {c['rate_hz']:>8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
