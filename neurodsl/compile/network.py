@@ -42,8 +42,68 @@ class PopulationInfo:
     offset: int  # index of the first neuron in the network-wide neuron axis
 
 
+def ell_layout(syn: Synapses) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows padded to the largest out-degree (index 0, weight 0.0), or None when padding
+    would more than double the work (hub-dominated connectomes keep CSR)."""
+    deg = np.bincount(syn.pre, minlength=syn.n_pre)
+    width = int(deg.max()) if len(deg) else 0
+    if width == 0 or width * syn.n_pre > 2 * len(syn.pre) + 8 * syn.n_pre:
+        return None
+    idx = np.zeros((syn.n_pre, width), np.int32)
+    w = np.zeros((syn.n_pre, width), np.float64)
+    slot = np.arange(len(syn.pre)) - np.repeat(np.cumsum(deg) - deg, deg)  # position within its row
+    idx[syn.pre, slot] = syn.post
+    w[syn.pre, slot] = syn.weight
+    return idx, w
+
+
+class EventKernel:
+    """Event-driven sparse product ``spikes (B, n_pre) -> (B, n_post)`` over a Synapses object.
+
+    Storage is brainevent's fixed-connection-number (ELL) layout when out-degrees
+    are even enough (padding adds ``+0.0`` to neuron 0, which changes nothing),
+    else CSR.  A neuron's inputs within one step are summed in presynaptic order.
+    """
+
+    def __init__(self, syn: Synapses, dtype, weight=None):
+        self.shape = (syn.n_pre, syn.n_post)
+        self.n_synapses = len(syn.pre)
+        ell = ell_layout(syn)
+        self.layout = "ell" if ell is not None else "csr"
+        if ell is not None:
+            self.indices = jnp.asarray(ell[0])
+            self.weight = jnp.asarray(ell[1], dtype=dtype)
+        else:
+            self.indices = jnp.asarray(syn.post, dtype=jnp.int32)
+            self.indptr = jnp.asarray(syn.indptr, dtype=jnp.int32)
+            self._workspace = _make_binary_task_workspace(self.indptr)
+            self.weight = jnp.asarray(syn.weight, dtype=dtype)
+
+    def _one(self, w, s):
+        if self.layout == "ell":
+            return brainevent.binary_fcnmv(w, self.indices, s, shape=self.shape, transpose=True)
+        return brainevent.binary_csrmv(w, self.indices, self.indptr, s, shape=self.shape, transpose=True,
+                                       workspace=self._workspace)
+
+    def __call__(self, spikes, weight=None):
+        w = self.weight if weight is None else weight
+        if self.n_synapses == 0:
+            return jnp.zeros((spikes.shape[0], self.shape[1]), w.dtype)
+        if spikes.shape[0] == 1:
+            return self._one(w, spikes[0])[None]
+        if self.layout == "ell":
+            return brainevent.binary_fcnmm(w, self.indices, spikes.T, shape=self.shape, transpose=True).T
+        return jax.vmap(lambda s: self._one(w, s))(spikes)
+
+
 class EventProjection(brainstate.nn.Module):
-    """Sparse synapses (CSR, pre-major) delivering binary spike events to post receptors."""
+    """Synapses from ``pre`` onto receptors of ``post`` (weights in internal units).
+
+    ``scales`` maps receptor names to the factor applied to the summed weights
+    (g_max for dimensionless weights, else 1).  Non-trainable projections with the
+    same delay are merged by :class:`SynapseBank` into one kernel call per step;
+    trainable ones keep their weights in a ``ParamState`` and propagate alone.
+    """
 
     def __init__(self, label: str, syn: Synapses, pre: str, post: str, delay_steps: int,
                  scales: dict[str, float], dtype, trainable: bool = False):
@@ -53,26 +113,55 @@ class EventProjection(brainstate.nn.Module):
         self.scales = scales
         self.shape = (syn.n_pre, syn.n_post)
         self.n_synapses = len(syn.pre)
-        self.indices = jnp.asarray(syn.post, dtype=jnp.int32)
-        self.indptr = jnp.asarray(syn.indptr, dtype=jnp.int32)
-        w = jnp.asarray(syn.weight, dtype=dtype)
-        self.weight = brainstate.ParamState(w) if trainable else w
-        self._workspace = _make_binary_task_workspace(self.indptr)
         self.synapses = syn
+        self.dtype = dtype
+        self.trainable = trainable
+        self._kernel = None
+        if trainable:
+            self.kernel  # noqa: B018 - builds the layout the ParamState indexes
+            self.weight = brainstate.ParamState(self._kernel.weight)
 
-    def weights(self):
-        return self.weight.value if isinstance(self.weight, brainstate.State) else self.weight
+    @property
+    def kernel(self) -> EventKernel:
+        if self._kernel is None:
+            self._kernel = EventKernel(self.synapses, self.dtype)
+        return self._kernel
 
     def propagate(self, spikes):
         """(B, n_pre) bool -> (B, n_post) summed weights of the spiking inputs."""
-        if self.n_synapses == 0:
-            return jnp.zeros((spikes.shape[0], self.shape[1]), self.weights().dtype)
-        w, idx, ptr, ws = self.weights(), self.indices, self.indptr, self._workspace
+        return self.kernel(spikes, self.weight.value if self.trainable else None)
 
-        def one(s):
-            return brainevent.binary_csrmv(w, idx, ptr, s, shape=self.shape, transpose=True, workspace=ws)
 
-        return jax.vmap(one)(spikes)
+class SynapseBank:
+    """All non-trainable event projections with one delay, as a single kernel call.
+
+    Presynaptic space: the sources' spikes concatenated; postsynaptic space: one
+    slot of size n_post per (post population, receptor).  Each synapse appears
+    once per receptor of its projection with weight ``w * scale``, so the kernel
+    output is directly the increment of every receptor state.
+    """
+
+    def __init__(self, projections: list[EventProjection], sizes: dict[str, int], dtype):
+        self.delay_steps = projections[0].delay_steps
+        self.sources = list(dict.fromkeys(p.pre for p in projections))
+        pre_off = dict(zip(self.sources, np.cumsum([0] + [sizes[s] for s in self.sources[:-1]])))
+        slots: dict[tuple[str, str], int] = {}
+        n_slots = 0
+        pres, posts, ws = [], [], []
+        for p in projections:
+            for r, scale in p.scales.items():
+                if (p.post, r) not in slots:
+                    slots[(p.post, r)] = n_slots
+                    n_slots += sizes[p.post]
+                pres.append(p.synapses.pre.astype(np.int64) + pre_off[p.pre])
+                posts.append(p.synapses.post.astype(np.int64) + slots[(p.post, r)])
+                ws.append(p.synapses.weight * scale)
+        pre, post, w = (np.concatenate(x) for x in (pres, posts, ws))
+        order = np.lexsort((post, pre))  # presynaptic order, as every projection alone
+        n_pre = sum(sizes[s] for s in self.sources)
+        self.kernel = EventKernel(Synapses(pre[order].astype(np.int32), post[order].astype(np.int32),
+                                           w[order], n_pre, n_slots), dtype)
+        self.slots = [(post_, r, off, sizes[post_]) for (post_, r), off in slots.items()]
 
 
 class LIFCondPopulation(brainstate.nn.Module):
@@ -161,10 +250,17 @@ class SpikingNetwork:
     initial: dict = field(default_factory=dict)  # population -> PopulationInit
     history: dict[str, brainstate.HiddenState] = field(default_factory=dict)
     key: brainstate.HiddenState | None = None
+    banks: list = field(default_factory=list)
 
     @classmethod
     def assemble(cls, populations, sources, projections, currents, dt, dtype, initial=None, seed=0):
         net = cls(populations, sources, projections, currents, dt, dtype, dict(initial or {}))
+        sizes = {k: net._size(k) for k in (*populations, *sources)}
+        by_delay: dict[int, list] = {}
+        for p in projections:
+            if type(p) is EventProjection and not p.trainable:
+                by_delay.setdefault(p.delay_steps, []).append(p)
+        net.banks = [SynapseBank(ps, sizes, dtype) for _, ps in sorted(by_delay.items())]
         # States exist from here on and are only re-valued by init_state, so a jitted
         # run never holds on to stale State objects.
         net.history = {src: brainstate.HiddenState(jnp.zeros((d, 1, net._size(src)), bool))
@@ -197,6 +293,17 @@ class SpikingNetwork:
             self.history[src].value = jnp.zeros((depth, batch, self._size(src)), bool)
         self.key.value = jax.random.PRNGKey(seed)
 
+    @property
+    def _banked(self) -> set:
+        return {id(p) for p in self.projections if type(p) is EventProjection and not p.trainable}
+
+    def _delayed(self, spikes: dict, src: str, n, delay_steps: int):
+        """Spikes of ``src`` emitted at step ``n - delay_steps``."""
+        if not delay_steps:
+            return spikes[src]
+        hist = self.history[src].value
+        return hist[(n - delay_steps) % hist.shape[0]]
+
     def _size(self, name: str) -> int:
         return self.populations[name].info.size if name in self.populations else self.sources[name].size
 
@@ -224,12 +331,15 @@ class SpikingNetwork:
             self.key.value = key
             for sub, (name, src) in zip(subs, self.sources.items()):
                 spikes[name] = src.sample(n, sub, batch)
+        for bank in self.banks:
+            pre = [self._delayed(spikes, src, n, bank.delay_steps) for src in bank.sources]
+            arrived = bank.kernel(pre[0] if len(pre) == 1 else jnp.concatenate(pre, axis=-1))
+            for post, r, off, size in bank.slots:
+                self.populations[post].receive(r, arrived[:, off:off + size])
         for pr in self.projections:
-            s = spikes[pr.pre]
-            if pr.delay_steps:
-                hist = self.history[pr.pre].value
-                s = hist[(n - pr.delay_steps) % hist.shape[0]]
-            arrived = pr.propagate(s)
+            if id(pr) in self._banked:
+                continue
+            arrived = pr.propagate(self._delayed(spikes, pr.pre, n, pr.delay_steps))
             post = self.populations[pr.post]
             for r, scale in pr.scales.items():
                 post.receive(r, arrived * scale if scale != 1.0 else arrived)
