@@ -46,17 +46,18 @@ def brian_statistics(ds, transient_ms: float, fano_bin_ms: float) -> dict:
     return out
 
 
-@pytest.mark.parametrize("model", ["cuba"])  # COBA: see the open note in benchmarks/RESULTS.md
-def test_statistics_match_brian2_over_five_seeds(model):
+@pytest.mark.parametrize("model", ["coba", "cuba"])
+def test_statistics_match_brian2_over_seeds(model):
     ref = json.loads((DATA / f"brian2_{model}_stats.json").read_text())
     mean = {k: v["mean"] for k, v in ref["summary"].items()}
     ours = []
-    for seed in range(5):
+    for seed in ref["seeds"]:
         ds = simulate(load_spec(REPO / "spec" / f"{model}.yaml", [f"seed={seed}", f"duration={ref['duration_ms']} ms"]),
                       progress=False, write=False)
         ours.append(brian_statistics(ds, ref["transient_ms"], ref["fano_bin_ms"]))
     got = {k: float(np.mean([o[k] for o in ours])) for k in ours[0]}
     report = {k: (round(got[k], 3), round(mean[k], 3)) for k in got}
+    print(f"{model} over seeds {ref['seeds']}: (neurodsl, Brian2) {report}")
     for ei in ("E", "I"):
         assert abs(got[f"rate_hz_{ei}"] / mean[f"rate_hz_{ei}"] - 1) <= 0.05, report
         assert abs(got[f"cv_isi_{ei}"] - mean[f"cv_isi_{ei}"]) <= 0.03, report
