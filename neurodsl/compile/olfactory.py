@@ -1,0 +1,159 @@
+"""Compile a ``kind: teacher`` spec + a NetworkStructure into a :class:`SpikingNetwork`.
+
+* **Structure** (:func:`resolve_structure`): ``network.structure`` (npz) >
+  ``connectome`` (CSV, :mod:`neurodsl.io.connectome_csv`) > ``network.generator``.
+* **Order**: SpikingNetwork populations are contiguous, so the recurrent neurons
+  are permuted to E-then-I (stable: each type keeps the structure's order).
+  ``perm[c]`` is the structure index of compiled neuron ``c``; runners map
+  outputs back with it, so every output is in the *structure's* order.
+* **Weights**: a synapse of structure weight w from a presynaptic neuron of
+  type T onto a neuron of type P adds ``|w| * scaling[P, T] * g_bar[T][r]`` to
+  receptor r (``scaling`` = the structure file's scaling times
+  ``network.scaling``; rows post E/I, columns pre E/I/input).
+* **Populations** ``E`` and ``I`` (an empty type is left out), the source
+  ``mitral`` (:class:`~neurodsl.compile.odour.OdourSource`); one EventProjection
+  per (pre type, post type) pair with synapses; no delays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurodsl.compile.connectivity import Synapses
+from neurodsl.compile.generator import generate
+from neurodsl.compile.kinetics import RECEPTORS
+from neurodsl.compile.network import NEURONS, EventProjection, PopulationInfo, SpikingNetwork
+from neurodsl.compile.odour import OdourPatterns, OdourSource, odour_patterns, odour_schedule
+from neurodsl.errors import DataError, Location, SpecError
+from neurodsl.io.connectome_csv import load_connectome_csv
+from neurodsl.io.structure import NetworkStructure, load_structure
+from neurodsl.spec.olfactory import PRE_TYPES
+from neurodsl.spec.network import PopulationInit
+from neurodsl.spec.teacher import TeacherSpec
+
+TYPES = ("E", "I")
+
+
+def resolve_structure(spec: TeacherSpec) -> tuple[NetworkStructure, str]:
+    """The structure and where it came from: ``file``, ``connectome`` or ``generated``."""
+    if spec.network.structure is not None:
+        return load_structure(spec.network.structure), "file"
+    if spec.connectome is not None:
+        c = spec.connectome
+        return load_connectome_csv(c.adjacency, c.labels, c.roles, layout=c.layout, weight=c.weight,
+                                   min_count=c.min_count), "connectome"
+    return generate(spec.network.generator, spec.seed), "generated"
+
+
+def effective_scaling(spec: TeacherSpec, s: NetworkStructure) -> np.ndarray:
+    """(2, 3) scaling: the structure's times the spec's (rows post E/I, cols pre E/I/input)."""
+    return np.asarray(s.scaling, np.float32) * spec.network.scaling_matrix()
+
+
+@dataclass
+class OlfactoryModel:
+    """The compiled teacher: network, its mitral source and the index maps."""
+
+    net: SpikingNetwork
+    structure: NetworkStructure
+    perm: np.ndarray          # compiled neuron c -> structure index perm[c]
+    source: OdourSource
+    patterns: OdourPatterns
+    scaling: np.ndarray
+
+    @property
+    def n_mitral(self) -> int:
+        return self.source.size
+
+
+def _local(s: NetworkStructure):
+    """Per structure neuron: its type's position (E then I, stable) and compiled index."""
+    perm = np.concatenate([np.nonzero(s.cell_type == t)[0] for t in TYPES]).astype(np.int64)
+    local = np.empty(s.n, np.int64)
+    for t in TYPES:
+        idx = np.nonzero(s.cell_type == t)[0]
+        local[idx] = np.arange(len(idx))
+    return perm, local
+
+
+def _synapses(pre, post, w, n_pre, n_post) -> Synapses:
+    order = np.lexsort((post, pre))
+    return Synapses(pre[order].astype(np.int32), post[order].astype(np.int32),
+                    np.abs(w[order]).astype(np.float64), n_pre, n_post)
+
+
+def build_projections(spec: TeacherSpec, s: NetworkStructure, scaling: np.ndarray, dtype):
+    """One EventProjection per (pre type, post type) with synapses; pre 'input' = source 'mitral'."""
+    _, local = _local(s)
+    sizes = {t: int((s.cell_type == t).sum()) for t in TYPES}
+    sizes["input"] = s.n_inputs
+    post_t = s.cell_type
+    edges = {"E": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
+             "I": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
+             "input": (s.ff_pre, s.ff_post, s.ff_weight, np.full(len(s.ff_pre), "input"))}
+    g_bar = spec.network.g_bar
+    projections = []
+    for j, pre_type in enumerate(PRE_TYPES):
+        pre, post, w, ptype = edges[pre_type]
+        for i, post_type in enumerate(TYPES):
+            sel = (ptype == pre_type) & (post_t[post] == post_type)
+            if not sel.any() or sizes[post_type] == 0:
+                continue
+            if pre_type not in g_bar or not g_bar[pre_type]:
+                raise DataError(f"the structure has {pre_type}->{post_type} synapses but g_bar has no "
+                                f"entry for {pre_type!r}", field=f"network.g_bar.{pre_type}",
+                                expected="peak conductances per receptor, e.g. {AMPA: 4 nS}")
+            pre_idx = pre[sel] if pre_type == "input" else local[pre[sel]]
+            syn = _synapses(pre_idx, local[post[sel]], w[sel], sizes[pre_type], sizes[post_type])
+            scales = {r: float(q.internal * scaling[i, j]) for r, q in g_bar[pre_type].items()}
+            src = "mitral" if pre_type == "input" else pre_type
+            projections.append(EventProjection(f"{src}->{post_type}", syn, src, post_type, 0, scales, dtype))
+    return projections
+
+
+def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int | None = None,
+                    trial_odours=None) -> OlfactoryModel:
+    """Compile ``spec`` with ``structure`` (see the module docstring).
+
+    ``batch`` / ``trial_odours`` size the odour schedule (default ``spec.trials`` and
+    the spec's schedule; ``trial_odours`` forces one fixed odour per trial, -1 =
+    baseline).  All projections are merged into one event kernel per step by
+    :class:`~neurodsl.compile.network.SynapseBank`.  Call ``model.net.init_state(batch, seed)`` before running.
+    """
+    dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
+    if spec.precision == "float64" and not jax.config.jax_enable_x64:
+        raise SpecError("precision float64 needs JAX x64 mode, which the runners switch on", field="precision",
+                        expected="float32 here, or run through neurodsl.runners")
+    dt = spec.dt.internal
+    n_mitral = spec.mitral.n or structure.n_inputs
+    if n_mitral != structure.n_inputs:
+        raise DataError(f"mitral.n = {n_mitral} but the structure has {structure.n_inputs} inputs",
+                        field="mitral.n", location=Location(str(spec.network.structure or "<structure>")),
+                        expected=f"{structure.n_inputs} (or leave mitral.n unset)")
+    scaling = effective_scaling(spec, structure)
+    projections = build_projections(spec, structure, scaling, dtype)
+    receptors_of = {t: [] for t in TYPES}
+    for pr in projections:
+        receptors_of[pr.post] += [r for r in pr.scales if r not in receptors_of[pr.post]]
+    pops, offset = {}, 0
+    for t in TYPES:
+        size = int((structure.cell_type == t).sum())
+        if size == 0:
+            continue
+        cell = spec.network.cells[t]
+        rec = spec.network.receptors
+        kin = {r: RECEPTORS[rec[r].kind](rec[r], dt) for r in receptors_of[t]}
+        pops[t] = NEURONS[cell.model](PopulationInfo(t, size, t, offset), cell, kin, dt)
+        offset += size
+    patterns = odour_patterns(spec.odours, n_mitral, spec.mitral.baseline.internal, spec.seed)
+    batch = batch or spec.trials
+    schedule = odour_schedule(spec.schedule, patterns.n_odours, batch, spec.n_steps, dt, spec.seed,
+                              trial_odours)
+    source = OdourSource(patterns, schedule, dt, dtype)
+    initial = {t: PopulationInit(V=spec.initial_V) for t in pops}
+    net = SpikingNetwork.assemble(pops, {"mitral": source}, projections, [], dt, dtype, initial, spec.seed)
+    perm, _ = _local(structure)
+    return OlfactoryModel(net, structure, perm, source, patterns, scaling)
