@@ -15,6 +15,7 @@ as Brian2's default schedule does):
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -57,43 +58,70 @@ def ell_layout(syn: Synapses) -> tuple[np.ndarray, np.ndarray] | None:
     return idx, w
 
 
+@functools.lru_cache(maxsize=None)
+def _batch_csr_kernel():
+    """Numba kernel: batch-major event scatter, parallel over trials (one FFI call per step)."""
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True, nogil=True, cache=True)
+    def kernel(w, idx, ptr, spikes, out):
+        for b in numba.prange(spikes.shape[0]):
+            for k in range(out.shape[1]):
+                out[b, k] = 0.0
+            for i in range(spikes.shape[1]):
+                if spikes[b, i]:
+                    for j in range(ptr[i], ptr[i + 1]):
+                        out[b, idx[j]] += w[j]
+
+    return kernel
+
+
 class EventKernel:
     """Event-driven sparse product ``spikes (B, n_pre) -> (B, n_post)`` over a Synapses object.
 
-    Storage is brainevent's fixed-connection-number (ELL) layout when out-degrees
-    are even enough (padding adds ``+0.0`` to neuron 0, which changes nothing),
-    else CSR.  A neuron's inputs within one step are summed in presynaptic order.
+    One trial: brainevent's fixed-connection-number (ELL) kernel when out-degrees
+    are even enough (padding adds ``+0.0`` to neuron 0, which changes nothing), else
+    its CSR kernel.  Several trials: a batch-major CSR kernel parallel over trials
+    (brainevent's column-major ``binary_fcnmm``/``csrmm`` under vmap does several
+    times more work).  brainevent calls CPU kernels through a Python FFI handler,
+    tens of microseconds per call, so callers merge projections into few kernels.
+    A neuron's inputs within one step are summed in presynaptic order.
     """
 
-    def __init__(self, syn: Synapses, dtype, weight=None):
+    def __init__(self, syn: Synapses, dtype):
+        self.syn = syn
+        self.dtype = dtype
         self.shape = (syn.n_pre, syn.n_post)
         self.n_synapses = len(syn.pre)
         ell = ell_layout(syn)
         self.layout = "ell" if ell is not None else "csr"
-        if ell is not None:
-            self.indices = jnp.asarray(ell[0])
-            self.weight = jnp.asarray(ell[1], dtype=dtype)
-        else:
-            self.indices = jnp.asarray(syn.post, dtype=jnp.int32)
-            self.indptr = jnp.asarray(syn.indptr, dtype=jnp.int32)
-            self._workspace = _make_binary_task_workspace(self.indptr)
-            self.weight = jnp.asarray(syn.weight, dtype=dtype)
+        self._ell = None if ell is None else (jnp.asarray(ell[0]), jnp.asarray(ell[1], dtype))
+        # built eagerly: arrays made while tracing would leak into later traces
+        indptr = jnp.asarray(syn.indptr, jnp.int32)
+        self.csr = (jnp.asarray(syn.weight, dtype), jnp.asarray(syn.post, jnp.int32), indptr,
+                    _make_binary_task_workspace(indptr))
 
-    def _one(self, w, s):
-        if self.layout == "ell":
-            return brainevent.binary_fcnmv(w, self.indices, s, shape=self.shape, transpose=True)
-        return brainevent.binary_csrmv(w, self.indices, self.indptr, s, shape=self.shape, transpose=True,
-                                       workspace=self._workspace)
+    @property
+    def weight(self):
+        """The weights in the single-trial layout (ELL matrix or CSR data)."""
+        return self._ell[1] if self.layout == "ell" else self.csr[0]
 
     def __call__(self, spikes, weight=None):
-        w = self.weight if weight is None else weight
         if self.n_synapses == 0:
-            return jnp.zeros((spikes.shape[0], self.shape[1]), w.dtype)
-        if spikes.shape[0] == 1:
-            return self._one(w, spikes[0])[None]
+            return jnp.zeros((spikes.shape[0], self.shape[1]), self.dtype)
+        if spikes.shape[0] > 1 and weight is None:
+            w, idx, ptr, _ = self.csr
+            out = jax.ShapeDtypeStruct((spikes.shape[0], self.shape[1]), w.dtype)
+            return brainevent.numba_kernel(_batch_csr_kernel(), outs=out)(w, idx, ptr, spikes)
+        w = self.weight if weight is None else weight
         if self.layout == "ell":
-            return brainevent.binary_fcnmm(w, self.indices, spikes.T, shape=self.shape, transpose=True).T
-        return jax.vmap(lambda s: self._one(w, s))(spikes)
+            idx = self._ell[0]
+            one = lambda s: brainevent.binary_fcnmv(w, idx, s, shape=self.shape, transpose=True)  # noqa: E731
+        else:
+            _, idx, ptr, ws = self.csr
+            one = lambda s: brainevent.binary_csrmv(w, idx, ptr, s, shape=self.shape,  # noqa: E731
+                                                    transpose=True, workspace=ws)
+        return one(spikes[0])[None] if spikes.shape[0] == 1 else jax.vmap(one)(spikes)
 
 
 class EventProjection(brainstate.nn.Module):

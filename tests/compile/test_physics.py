@@ -169,3 +169,20 @@ projections:
     syn = net.projections[0].synapses
     assert sorted(zip(syn.pre.tolist(), syn.post.tolist())) == [(0, 1), (2, 3)]
     np.testing.assert_allclose(sorted(syn.weight), [0.5, 1.0])  # magnitudes x 1 nS
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("density", [0.2, 0.9])
+def test_event_kernel_equals_dense_product(batch, density):
+    import jax
+    from neurodsl.compile.connectivity import Synapses
+    from neurodsl.compile.network import EventKernel
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 30)) < density
+    mask[3] = True  # one hub row: with density 0.2 this forces the CSR layout
+    pre, post = np.nonzero(mask)
+    syn = Synapses(pre.astype(np.int32), post.astype(np.int32), rng.random(len(pre)), 40, 30)
+    kernel = EventKernel(syn, jnp.float32)
+    spikes = jax.random.uniform(jax.random.PRNGKey(1), (batch, 40)) < 0.3
+    want = np.asarray(spikes, float) @ syn.dense()
+    np.testing.assert_allclose(np.asarray(jax.jit(kernel)(spikes)), want, rtol=1e-5)
