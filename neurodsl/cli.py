@@ -97,6 +97,54 @@ def simulate(spec_path, overrides, out, force):
     click.echo(f"wrote {out_dir / 'simulation.nc'}")
 
 
+@main.command()
+@spec_options
+@user_errors
+def teacher(spec_path, overrides, out, force):
+    """Simulate the olfactory teacher of SPEC and write OUT/teacher.nc (+ structure, spec)."""
+    from neurodsl.runners.teacher import run_teacher
+    loaded = load(spec_path, overrides)
+    out_dir = prepare_out(out, loaded.spec.name, force)
+    run_teacher(loaded, out_dir)
+    click.echo(f"wrote {out_dir / 'teacher.nc'}")
+
+
+@main.command("infer-network")
+@spec_options
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler address (default: a LocalCluster with one worker per core).")
+@click.option("--serial", is_flag=True, help="Run the grid points one after another in this process.")
+@user_errors
+def infer_network(spec_path, overrides, out, force, scheduler, serial):
+    """Grid search over connectome generators: OUT/grid.nc, the best network_structure.npz, figures.
+
+    Re-running into the same OUT resumes: finished points are not recomputed.
+    """
+    from neurodsl.runners.grid import run_network_inference
+    loaded = load(spec_path, overrides)
+    out_path = Path(out) if out else Path("results") / loaded.spec.name
+    out_dir = prepare_out(out, loaded.spec.name, force, resume=(out_path / "points").is_dir())
+    ds = run_network_inference(loaded, out_dir, scheduler="serial" if serial else scheduler)
+    click.echo(f"best score {ds.attrs.get('best_score')}; wrote {out_dir / 'grid.nc'} and "
+               f"{out_dir / 'network_structure.npz'}")
+
+
+@main.group()
+def analyze():
+    """Figures and reports from output folders."""
+
+
+@analyze.command("odourants")
+@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Figure folder (default DIR/figures).")
+@user_errors
+def analyze_odourants(run_dir, out):
+    """Odour selectivity/reliability dashboard and statistics of a teacher run in DIR."""
+    from neurodsl.analysis.odourants import odourant_report
+    paths = odourant_report(Path(run_dir), Path(out) if out else Path(run_dir) / "figures")
+    click.echo("\n".join(f"wrote {p}" for p in paths))
+
+
 def _rate_summary(ds) -> str:
     import numpy as np
     lines = []
