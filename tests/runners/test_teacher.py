@@ -3,6 +3,7 @@ odour selectivity and reliability, refractoriness, structure order."""
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import xarray as xr
 
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "spec" / "olfactory.yaml"
 TINY = ["network.generator.n_neurons=200", "network.generator.n_inputs=60", "duration=200 ms", "trials=2",
         "dashboard.duration=200 ms", "outputs.chunk=100 ms"]
-TEACHER_SPECS = sorted(p for p in (REPO / "spec").glob("*.yaml") if "kind: teacher" in p.read_text())
+TEACHER_SPECS = sorted(p for p in (REPO / "spec").glob("*.yaml")
+                       if (yaml.safe_load(p.read_text()) or {}).get("kind") == "teacher")
 
 
 def _binned(trial, step, idx, shape, bin_steps):
