@@ -30,7 +30,7 @@ from neurodsl.compile.odour import OdourPatterns, OdourSource, odour_patterns, o
 from neurodsl.errors import DataError, Location, SpecError
 from neurodsl.io.connectome_csv import load_connectome_csv
 from neurodsl.io.structure import NetworkStructure, load_structure
-from neurodsl.spec.olfactory import PRE_TYPES
+from neurodsl.spec.olfactory import PRE_TYPES, OlfactoryNetwork
 from neurodsl.spec.network import PopulationInit
 from neurodsl.spec.teacher import TeacherSpec
 
@@ -85,8 +85,9 @@ def _synapses(pre, post, w, n_pre, n_post) -> Synapses:
                     np.abs(w[order]).astype(np.float64), n_pre, n_post)
 
 
-def build_projections(spec: TeacherSpec, s: NetworkStructure, scaling: np.ndarray, dtype):
-    """One EventProjection per (pre type, post type) with synapses; pre 'input' = source 'mitral'."""
+def build_projections(network: OlfactoryNetwork, s: NetworkStructure, scaling: np.ndarray, dtype,
+                      source: str = "mitral"):
+    """One EventProjection per (pre type, post type) with synapses; pre type 'input' is ``source``."""
     _, local = _local(s)
     sizes = {t: int((s.cell_type == t).sum()) for t in TYPES}
     sizes["input"] = s.n_inputs
@@ -94,7 +95,7 @@ def build_projections(spec: TeacherSpec, s: NetworkStructure, scaling: np.ndarra
     edges = {"E": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
              "I": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
              "input": (s.ff_pre, s.ff_post, s.ff_weight, np.full(len(s.ff_pre), "input"))}
-    g_bar = spec.network.g_bar
+    g_bar = network.g_bar
     projections = []
     for j, pre_type in enumerate(PRE_TYPES):
         pre, post, w, ptype = edges[pre_type]
@@ -109,9 +110,36 @@ def build_projections(spec: TeacherSpec, s: NetworkStructure, scaling: np.ndarra
             pre_idx = pre[sel] if pre_type == "input" else local[pre[sel]]
             syn = _synapses(pre_idx, local[post[sel]], w[sel], sizes[pre_type], sizes[post_type])
             scales = {r: float(q.internal * scaling[i, j]) for r, q in g_bar[pre_type].items()}
-            src = "mitral" if pre_type == "input" else pre_type
+            src = source if pre_type == "input" else pre_type
             projections.append(EventProjection(f"{src}->{post_type}", syn, src, post_type, 0, scales, dtype))
     return projections
+
+
+def olfactory_network(network: OlfactoryNetwork, structure: NetworkStructure, scaling: np.ndarray,
+                      source_name: str, source, dt: float, dtype, initial_V, seed: int):
+    """E and I populations (E then I; ``perm`` maps back to the structure's order), the input
+    source and the structure's projections, assembled.  ``initial_V``: one value or distribution
+    for both types, or a dict per type.  Returns ``(net, perm)``."""
+    projections = build_projections(network, structure, scaling, dtype, source_name)
+    receptors_of = {t: [] for t in TYPES}
+    for pr in projections:
+        receptors_of[pr.post] += [r for r in pr.scales if r not in receptors_of[pr.post]]
+    pops, offset = {}, 0
+    for t in TYPES:
+        size = int((structure.cell_type == t).sum())
+        if size == 0:
+            continue
+        cell = network.cells[t]
+        rec = network.receptors
+        kin = {r: RECEPTORS[rec[r].kind](rec[r], dt) for r in receptors_of[t]}
+        pops[t] = NEURONS[cell.model](PopulationInfo(t, size, t, offset), cell, kin, dt)
+        offset += size
+    per_type = initial_V if isinstance(initial_V, dict) else {t: initial_V for t in pops}
+    initial = {t: PopulationInit(V=per_type.get(t)) for t in pops}
+    sources = {source_name: source} if source is not None else {}
+    net = SpikingNetwork.assemble(pops, sources, projections, [], dt, dtype, initial, seed)
+    perm, _ = _local(structure)
+    return net, perm
 
 
 def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int | None = None,
@@ -134,26 +162,11 @@ def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int |
                         field="mitral.n", location=Location(str(spec.network.structure or "<structure>")),
                         expected=f"{structure.n_inputs} (or leave mitral.n unset)")
     scaling = effective_scaling(spec, structure)
-    projections = build_projections(spec, structure, scaling, dtype)
-    receptors_of = {t: [] for t in TYPES}
-    for pr in projections:
-        receptors_of[pr.post] += [r for r in pr.scales if r not in receptors_of[pr.post]]
-    pops, offset = {}, 0
-    for t in TYPES:
-        size = int((structure.cell_type == t).sum())
-        if size == 0:
-            continue
-        cell = spec.network.cells[t]
-        rec = spec.network.receptors
-        kin = {r: RECEPTORS[rec[r].kind](rec[r], dt) for r in receptors_of[t]}
-        pops[t] = NEURONS[cell.model](PopulationInfo(t, size, t, offset), cell, kin, dt)
-        offset += size
     patterns = odour_patterns(spec.odours, n_mitral, spec.mitral.baseline.internal, spec.seed)
     batch = batch or spec.trials
     schedule = odour_schedule(spec.schedule, patterns.n_odours, batch, spec.n_steps, dt, spec.seed,
                               trial_odours)
     source = OdourSource(patterns, schedule, dt, dtype)
-    initial = {t: PopulationInit(V=spec.initial_V) for t in pops}
-    net = SpikingNetwork.assemble(pops, {"mitral": source}, projections, [], dt, dtype, initial, spec.seed)
-    perm, _ = _local(structure)
+    net, perm = olfactory_network(spec.network, structure, scaling, "mitral", source, dt, dtype, spec.initial_V,
+                                  spec.seed)
     return OlfactoryModel(net, structure, perm, source, patterns, scaling)
