@@ -15,11 +15,14 @@ from neurodsl.spec.loader import apply_overrides, read_source, read_yaml, spec_s
 from neurodsl.spec.spec import NetworkSpec, SimulationSpec, SpecHeader
 from neurodsl.spec.inference import NetworkInferenceSpec
 from neurodsl.spec.teacher import TeacherSpec
+from neurodsl.spec.training import HomeostaticSpec, StudentSpec
 
 KINDS: dict[str, type[BaseModel]] = {
     "network_inference": NetworkInferenceSpec,
     "simulation": SimulationSpec,
     "teacher": TeacherSpec,
+    "homeostatic": HomeostaticSpec,
+    "student": StudentSpec,
 }
 
 

@@ -1,0 +1,243 @@
+"""``neurodsl fit-student SPEC``: fit a student network to a teacher's spike trains (issue 5).
+
+The student is the teacher's network (same OlfactoryNetwork, structure and
+connectivity mask, :mod:`neurodsl.compile.surrogate`), driven by the teacher's
+recorded mitral spikes and started from the teacher's initial voltages, with
+``training.trainable`` (scaling | weights | recurrent | feedforward) initialised
+from ``init`` (``teacher_perturbed``: log-normal perturbation of the teacher's
+values with log-std ``sigma``; ``fresh``).  Loss terms and targets come from the
+teacher: per-neuron rates, ISI CV per cell type, van Rossum distance to the
+teacher's trains of the same trials, the teacher's weight ratio.
+
+With ``teacher_forcing`` (default) the recurrent drive during training comes from the
+teacher's recorded spikes (open loop, see StudentSpec; with untrained recurrent weights
+the provider computes those products on the host, ``SurrogateNetwork.force_drive``):
+the fit is then not at the mercy of chaotic divergence, and a planted 30 % perturbation
+of the six scaling factors is recovered to < 1 % (closed loop: 2-7 %).
+
+An epoch is one pass through the recording (``updates_per_epoch`` windows of
+``chunks_per_update * chunk_size`` steps; default as many as fit) for a batch of
+teacher trials (all when ``batch >= trials``, else a random subset per epoch
+drawn from (seed, epoch)).  Writes to ``DIR``: ``student_summary.json``
+(true vs recovered parameters, relative errors, correlation), ``params.npz``
+(``scaling``, ``rec_weight``, ``ff_weight``: initial, recovered, teacher),
+``network_structure.npz`` (the student's), ``metrics.csv``/``.json``, ``checkpoints/``,
+``figures/``; ``neurodsl analyze student DIR`` draws the comparison dashboard.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from neurodsl.errors import DataError, Location
+from neurodsl.spec import LoadedSpec, load_spec
+
+from .checkpoint import atomic_write_text
+from .homeostatic import loss_context, loss_weights, tuned_structure
+from .spiking_train import TrainSetup, train
+
+
+class TeacherData:
+    """A teacher folder: spec, structure, recorded events (structure order) and helpers."""
+
+    def __init__(self, folder: str | Path, trials: int | None = None):
+        import xarray as xr
+        from neurodsl.io.structure import load_structure
+        self.folder = Path(folder)
+        self.spec = load_spec(self.folder / "spec.yaml").spec
+        self.structure = load_structure(self.folder / "network_structure.npz")
+        with xr.open_dataset(self.folder / "teacher.nc") as ds:
+            ds = ds.load()
+        self.n_steps = int(ds.attrs["n_steps"])
+        self.dt = float(ds.attrs["dt_ms"])
+        if abs(self.dt - self.spec.dt.internal) > 1e-9:
+            raise DataError("teacher.nc dt differs from its spec.yaml", location=Location(str(self.folder)))
+        self.n_trials_all = int(ds.sizes["trial"])
+        self.n_trials = min(trials or self.n_trials_all, self.n_trials_all)
+        self.spk = tuple(ds[f"spike_{k}"].values.astype(np.int64) for k in ("trial", "step", "neuron"))
+        self.inp = tuple(ds[f"input_spike_{k}"].values.astype(np.int64) for k in ("trial", "step", "channel"))
+
+    def scaling(self) -> np.ndarray:
+        return np.asarray(self.structure.scaling, np.float64) * self.spec.network.scaling_matrix()
+
+    def initial_V(self, perm: np.ndarray) -> np.ndarray:
+        """(all trials, N) internal (E-then-I) order: the teacher's draw (SpikingNetwork.init_state)."""
+        from neurodsl.compile.connectivity import sample_values
+        rng = np.random.default_rng([self.spec.seed, 1])
+        ct = self.structure.cell_type
+        parts = [sample_values(self.spec.initial_V, self.n_trials_all * int((ct == t).sum()), rng, sign=0.0)
+                 .reshape(self.n_trials_all, -1) for t in ("E", "I") if (ct == t).any()]
+        return np.concatenate(parts, axis=1)
+
+    def dense(self, which: str, trials: np.ndarray, start: int, stop: int, inv: np.ndarray | None = None):
+        """(stop - start, len(trials), n) bool spikes of ``which`` (spk | inp) in a window."""
+        tr, st, idx = getattr(self, which)
+        n = self.structure.n if which == "spk" else self.structure.n_inputs
+        lo, hi = np.searchsorted(st, [start, stop])  # events are sorted by step
+        tr, st, idx = tr[lo:hi], st[lo:hi], idx[lo:hi]
+        pos = np.full(self.n_trials_all, -1)
+        pos[trials] = np.arange(len(trials))
+        keep = pos[tr] >= 0
+        out = np.zeros((stop - start, len(trials), n), bool)
+        cols = idx[keep] if inv is None else inv[idx[keep]]
+        out[st[keep] - start, pos[tr[keep]], cols] = True
+        return out
+
+    def neuron_rates(self, trials: np.ndarray) -> np.ndarray:
+        """(N,) Hz, structure order, over the whole recording of ``trials``."""
+        tr, _, n = self.spk
+        keep = np.isin(tr, trials)
+        counts = np.bincount(n[keep], minlength=self.structure.n)
+        return counts / (len(trials) * self.n_steps * self.dt * 1e-3)
+
+
+def student_setup(spec, teacher: TeacherData) -> tuple[TrainSetup, dict]:
+    import jax.numpy as jnp
+    from neurodsl.compile.surrogate import TRAINABLE, build_surrogate
+    t, sg = spec.training, spec.training.surrogate
+    model = build_surrogate(teacher.spec.network, teacher.structure, teacher.dt,
+                            dtype=jnp.float64 if spec.precision == "float64" else jnp.float32,
+                            surrogate=sg.kind, scale=sg.scale, detach_reset=sg.detach_reset,
+                            propagation=sg.propagation, base_scaling=teacher.scaling(),
+                            recurrent_grad=sg.recurrent_grad)
+    K = teacher.n_trials
+    B = min(t.batch, K)
+    C, T = t.chunks_per_update, t.chunk_size
+    per_epoch = max(1, teacher.n_steps // (C * T))
+    if t.updates_per_epoch:
+        per_epoch = min(per_epoch, t.updates_per_epoch)
+    true = model.init_params(t.trainable)
+    rng = np.random.default_rng([spec.init.seed if spec.init.seed is not None else spec.seed, 31])
+    init = {}
+    for k, v in true.items():
+        base = np.asarray(v, np.float64)
+        if spec.init.kind == "fresh" and k == "log_scaling":
+            base = np.full_like(base, np.log(spec.init.fresh_value))
+        init[k] = jnp.asarray(base + spec.init.sigma * rng.standard_normal(base.shape), model.dtype)
+    V_all = teacher.initial_V(model.perm)
+    # teacher forcing with untrained recurrent weights: the forced recurrent products on the host
+    host_force = spec.teacher_forcing and "log_rec_weight" not in TRAINABLE[t.trainable]
+
+    def trials_of(epoch):
+        if B >= K:
+            return np.arange(K)
+        return np.sort(np.random.default_rng([spec.seed, 21, epoch]).choice(K, B, replace=False))
+
+    def provider(epoch, update):
+        tr = trials_of(epoch)
+        a = update * C * T
+        inp = teacher.dense("inp", tr, a, a + C * T)
+        tea = teacher.dense("spk", tr, a, a + C * T, inv=model.inv)
+        d = {"inputs": inp.reshape(C, T, *inp.shape[1:]), "teacher": tea.reshape(C, T, *tea.shape[1:])}
+        if host_force:
+            d["force_drive"] = model.force_drive(d["teacher"])
+        return d
+
+    rates = model.to_internal(teacher.neuron_rates(np.arange(K)))
+    cv = [teacher_cv(teacher, ty) for ty in ("E", "I")]
+    ctx = loss_context(spec, model, teacher_rates=rates, cv_target=cv, has_teacher=True)
+    # the teacher's recurrent-excitatory / feedforward weight ratio (numpy: as effective_for_losses)
+    sc = model.base_scaling
+    rec_exc = (model.rec_mag * sc[model.post_type_rec, model.rec_pre_type])[model.rec_pre_type == 0]
+    ff = model.ff_mag * sc[model.post_type_ff, 2]
+    from dataclasses import replace
+    ctx = replace(ctx, weight_ratio=float(np.sum(rec_exc) / max(float(np.sum(ff)), 1e-12)),
+                  teacher_forcing=spec.teacher_forcing)
+    setup = TrainSetup(model=model, params=init, ctx=ctx, weights=loss_weights(spec.losses), provider=provider,
+                       initial_V=lambda epoch: V_all[trials_of(epoch)], updates_per_epoch=per_epoch,
+                       training=t, tracking=spec.tracking, seed=spec.seed, name=spec.name,
+                       describe={"teacher": str(teacher.folder), "teacher_forcing": spec.teacher_forcing})
+    assert set(TRAINABLE[t.trainable]) == set(init)
+    return setup, true
+
+
+def teacher_cv(teacher: TeacherData, cell_type: str) -> float:
+    import xarray as xr
+    with xr.open_dataset(teacher.folder / "teacher.nc") as ds:
+        v = ds.attrs.get(f"cv_{cell_type}")
+    return float(v) if v is not None and np.isfinite(v) else float("nan")
+
+
+def compare_params(model, true: dict, fitted: dict) -> dict:
+    """Per trained array: true and recovered values, relative errors, correlation."""
+    t_eff = {k: np.asarray(v, np.float64) for k, v in model.effective(true).items()}
+    f_eff = {k: np.asarray(v, np.float64) for k, v in model.effective(fitted).items()}
+    names = {"log_scaling": "scaling", "log_rec_weight": "rec_weight", "log_ff_weight": "ff_weight"}
+    out = {}
+    for k in fitted:
+        a, b = np.abs(t_eff[names[k]]).ravel(), np.abs(f_eff[names[k]]).ravel()
+        rel = np.abs(b - a) / np.maximum(a, 1e-12)
+        out[names[k]] = {"true": a.tolist() if a.size <= 64 else None,
+                         "recovered": b.tolist() if b.size <= 64 else None,
+                         "relative_error": rel.tolist() if rel.size <= 64 else None,
+                         "max_relative_error": float(rel.max()), "median_relative_error": float(np.median(rel)),
+                         "correlation": float(np.corrcoef(a, b)[0, 1]) if a.size > 1 and a.std() > 0 else 1.0}
+    return out
+
+
+def simulate_comparison(teacher: TeacherData, model, true: dict, fitted: dict, out: Path, *, odour: int = 0,
+                        trials: int = 4, duration_ms: float = 2000.0, seed: int = 0) -> Path:
+    """``comparison.npz`` for the dashboard: fresh Poisson inputs of ``odour`` (index from 0),
+    the teacher run twice with different input noise (a, b) and the student with run a's inputs.
+
+    All three runs use the differentiable model's forward pass, which equals the event-driven
+    teacher spike for spike (tests/compile/test_surrogate.py); spikes in structure order."""
+    import jax
+    import jax.numpy as jnp
+    from neurodsl.compile.odour import odour_patterns
+    sp = teacher.spec
+    pat = odour_patterns(sp.odours, model.n_inputs, sp.mitral.baseline.internal, sp.seed)
+    rate = pat.rates()[min(odour, pat.n_odours - 1)] if pat.n_odours else pat.base
+    T = int(round(duration_ms / teacher.dt))
+    p = rate * teacher.dt * 1e-3
+    V0 = teacher.initial_V(model.perm)[np.arange(trials) % teacher.n_trials_all]
+    run = jax.jit(lambda prm, st, i: model.run(prm, st, i)[1]["spikes"] > 0.5)
+    inp = {k: np.random.default_rng([seed, 41, k]).random((T, trials, model.n_inputs)) < p for k in (0, 1)}
+    spikes = {"teacher_a": run(true, model.init_state(V0), jnp.asarray(inp[0])),
+              "teacher_b": run(true, model.init_state(V0), jnp.asarray(inp[1])),
+              "student": run(fitted, model.init_state(V0), jnp.asarray(inp[0]))}
+    arrays = {k: model.to_structure(np.asarray(v)) for k, v in spikes.items()}
+    path = out / "comparison.npz"
+    np.savez_compressed(path, **arrays, dt_ms=teacher.dt, odour=odour, cell_type=teacher.structure.cell_type)
+    return path
+
+
+def run_student(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool | str = False, progress: bool = True,
+                max_updates: int | None = None, comparison_ms: float = 2000.0) -> dict:
+    """Fit ``loaded.spec`` (kind student); returns the summary (also ``student_summary.json``).
+    ``comparison_ms``: simulated time of ``comparison.npz`` (the dashboard's runs)."""
+    from neurodsl.io.structure import save_structure
+    from .simulate import configure_precision
+    spec = loaded.spec
+    configure_precision(spec.precision)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.yaml").write_text(loaded.resolved_yaml)
+    teacher = TeacherData(spec.teacher, spec.trials)
+    setup, true = student_setup(spec, teacher)
+    res = train(setup, out, resume=resume, progress=progress, max_updates=max_updates)
+    model = setup.model
+    before = compare_params(model, true, setup.params)
+    after = compare_params(model, true, res.params)
+    arrays = {}
+    for tag, p in (("initial", setup.params), ("recovered", res.params), ("teacher", true)):
+        for k, v in model.effective(p).items():
+            arrays[f"{k}_{tag}"] = np.asarray(v, np.float64)
+    np.savez(out / "params.npz", **arrays)
+    save_structure(tuned_structure(model, res.params, student={"teacher": str(teacher.folder),
+                                                               "trainable": spec.training.trainable}),
+                   out / "network_structure.npz")
+    simulate_comparison(teacher, model, true, res.params, out, seed=spec.seed, duration_ms=comparison_ms)
+    summary = {"name": spec.name, "teacher": str(teacher.folder), "n_neurons": model.n,
+               "n_inputs": model.n_inputs, "trainable": spec.training.trainable, "updates": res.updates,
+               "interrupted": res.interrupted, "best_loss": res.best_loss,
+               "final_loss": res.history[-1]["loss"] if res.history else None,
+               "seconds_per_update": res.seconds_per_update, "initial": before, "recovered": after}
+    atomic_write_text(out / "student_summary.json", json.dumps(summary, indent=1))
+    if progress:
+        for k, v in after.items():
+            print(f"student {k}: max relative error {before[k]['max_relative_error']:.3f} -> "
+                  f"{v['max_relative_error']:.3f}, correlation {v['correlation']:.3f}")
+    return summary
