@@ -14,12 +14,14 @@ from pydantic import BaseModel, TypeAdapter
 from neurodsl.spec.loader import apply_overrides, read_source, read_yaml, spec_sha256, validate
 from neurodsl.spec.spec import NetworkSpec, SimulationSpec, SpecHeader
 from neurodsl.spec.inference import NetworkInferenceSpec
+from neurodsl.spec.rnn import RNNFitSpec
 from neurodsl.spec.teacher import TeacherSpec
 from neurodsl.spec.training import HomeostaticSpec, StudentSpec
 
 KINDS: dict[str, type[BaseModel]] = {
     "network_inference": NetworkInferenceSpec,
     "simulation": SimulationSpec,
+    "rnn_fit": RNNFitSpec,
     "teacher": TeacherSpec,
     "homeostatic": HomeostaticSpec,
     "student": StudentSpec,

@@ -34,6 +34,7 @@ class Source:
     text: str
     marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     overridden: dict[Path_, str] = field(default_factory=dict)
+    cli_strings: set = field(default_factory=set)  # string values given with --set (paths: relative to the CWD)
 
     def locate(self, path: Path_) -> Location:
         """The most specific known location for ``path`` (falls back to parents)."""
@@ -174,6 +175,8 @@ def apply_overrides(src: Source, overrides: list[str] | tuple[str, ...]) -> Sour
             raise SpecError(f"{_dotted(path[:-1])} is not a mapping", field=key,
                             location=Location(f"--set {item}"), expected="a path into a mapping")
         src.overridden[path] = item
+        if isinstance(value, str):
+            src.cli_strings.add(value)
     return src
 
 
@@ -336,7 +339,7 @@ def validate(src: Source, registry: dict[str, type[BaseModel]]) -> BaseModel:
     cls = registry[kind]
     base_dir = str(Path(src.file).parent) if not src.file.startswith("<") else "."
     try:
-        return cls.model_validate(data, context={"base_dir": base_dir})
+        return cls.model_validate(data, context={"base_dir": base_dir, "cli_strings": src.cli_strings})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         # the most telling error: an unknown key (often a typo that also makes a field

@@ -27,12 +27,14 @@ PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def resolve_path(value: str, info: ValidationInfo | None) -> Path:
-    """Resolve a spec path: ``neurodsl:NAME`` is shipped data, others are relative to the spec file."""
+    """Resolve a spec path: ``neurodsl:NAME`` is shipped data; a relative path in the file is
+    relative to the spec file, one given on the command line (``--set``) to the current folder."""
     if value.startswith("neurodsl:"):
         return PACKAGE_DATA / value.split(":", 1)[1]
     p = Path(value).expanduser()
     if not p.is_absolute():
-        base = (info.context or {}).get("base_dir") if info is not None else None
+        ctx = (info.context or {}) if info is not None else {}
+        base = Path.cwd() if value in ctx.get("cli_strings", ()) else ctx.get("base_dir")
         p = Path(base or ".") / p
     return p
 

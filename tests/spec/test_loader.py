@@ -113,3 +113,17 @@ def test_dale_sign_for_current_synapses(spec_file):
     text = text.replace("weight: 1 nS", "weight: -5 pA")
     msg = error_of(spec_file(text))
     assert "projections[0].weight" in msg and "Dale" in msg
+
+
+def test_relative_paths_in_file_follow_the_spec_and_on_the_command_line_the_cwd(spec_file, tmp_path, monkeypatch):
+    import numpy as np
+    sub = tmp_path / "specs"
+    sub.mkdir()
+    np.save(sub / "w.npy", np.ones((8, 8)))
+    text = TINY.replace("{kind: bernoulli, p: 0.5}", "{kind: file, file: w.npy}")
+    p = sub / "s.yaml"
+    p.write_text(text)
+    assert load_spec(p).spec.projections[0].connectivity.file == str(sub / "w.npy")
+    monkeypatch.chdir(tmp_path)
+    override = "projections[0].connectivity.file=specs/w.npy"
+    assert load_spec(p, [override]).spec.projections[0].connectivity.file == str(tmp_path / "specs" / "w.npy")

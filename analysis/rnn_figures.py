@@ -1,0 +1,184 @@
+"""Figures of an RNN fit, drawn from ``fit.nc`` (see :mod:`neurodsl.analysis.rnn_report`) and the log.
+
+Every function returns a matplotlib Figure (Agg, no pyplot); :func:`make_all`
+writes them all as PNG and returns the paths.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .plots import EI_COLORS, _figure, psth_panels, save
+
+
+def training_curves(log: list) -> object:
+    """Losses, validation correlation, learning rate; the best epoch marked in each panel."""
+    fig, ax = _figure(2, 2, figsize=(10, 6.5))
+    ep = np.array([e["epoch"] for e in log])
+    get = lambda k: np.array([e.get(k, np.nan) for e in log], float)  # noqa: E731
+    r = get("val_correlation")
+    best = int(ep[np.nanargmax(r)]) if len(r) and np.isfinite(r).any() else None
+    for k in ("train_loss", "val_loss"):
+        ax[0, 0].plot(ep, get(k), label=k)
+    ax[0, 0].set(title="total loss", xlabel="epoch", yscale="log" if (get("train_loss") > 0).all() else "linear")
+    for k in ("L_neuron", "L_trial", "L_reg"):
+        ax[0, 1].plot(ep, np.abs(get(k)), label=k)
+    ax[0, 1].set(title="loss terms (|value|)", xlabel="epoch", yscale="log")
+    ax[1, 0].plot(ep, r, color="k")
+    ax[1, 0].set(title="validation PSTH correlation", xlabel="epoch", ylabel="mean r")
+    ax[1, 1].plot(ep, get("learning_rate"), color="C2")
+    ax[1, 1].set(title="learning rate", xlabel="epoch", yscale="log")
+    for a in ax.flat:
+        if best is not None:
+            a.axvline(best, color="C3", ls=":", lw=1, label=f"best epoch {best}")
+        a.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def correlation_summary(fit: xr.Dataset):
+    """Histogram of per-neuron r by E/I and r vs mean rate (ceilings as grey ticks)."""
+    fig, ax = _figure(1, 2, figsize=(10, 3.8))
+    ei = fit["ei"].values.astype(str)
+    r = fit["r_pooled"].values
+    bins = np.linspace(min(-0.1, np.nanmin(r)), 1, 21)
+    for t in ("E", "I"):
+        ax[0, 0].hist(r[ei == t], bins=bins, color=EI_COLORS[t], alpha=0.6, label=t)
+        ax[0, 1].scatter(fit["mean_rate_target"].values[ei == t], r[ei == t], color=EI_COLORS[t], label=t)
+    ax[0, 0].axvline(np.nanmean(fit["ceiling_pooled"].values), color="grey", ls="--", label="mean ceiling")
+    ax[0, 0].set(xlabel="validation PSTH r", ylabel="neurons", title="per-neuron correlation")
+    ax[0, 1].scatter(fit["mean_rate_target"].values, fit["ceiling_pooled"].values, marker="_", color="grey",
+                     s=80, label="ceiling")
+    ax[0, 1].set(xlabel="mean rate (sp/s)", ylabel="r", title="correlation vs mean rate")
+    for a in ax.flat:
+        a.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def best_worst_psths(fit: xr.Dataset, k: int = 4):
+    """Pooled validation PSTHs of the k best and k worst neurons (model dashed)."""
+    r = fit["r_pooled"].values
+    order = np.argsort(np.where(np.isfinite(r), r, -np.inf))
+    idx = list(order[::-1][:k]) + [i for i in order[:k] if i not in order[::-1][:k]]
+    fig, ax = _figure(2, k, figsize=(3 * k, 5))
+    v = fit["valid"].values[..., None]
+    pm = np.nanmean(np.where(v, fit["rate_model"].values, np.nan), 0)
+    pt = np.nanmean(np.where(v, fit["rate_target"].values, np.nan), 0)
+    t = fit["time"].values
+    for a, j in zip(ax.flat, idx):
+        c = EI_COLORS.get(str(fit["ei"].values[j]), "k")
+        a.plot(t, pt[:, j], color=c, lw=1.2, label="target")
+        a.plot(t, pm[:, j], color="k", ls="--", lw=1.2, label="model")
+        a.set_title(f"neuron {fit['neuron'].values[j]} ({fit['ei'].values[j]}): r={r[j]:.2f}", fontsize=9)
+    for a in ax.flat[len(idx):]:
+        a.set_visible(False)
+    ax[0, 0].legend(frameon=False, fontsize=7)
+    fig.suptitle("best (top) and worst (bottom) neurons", fontsize=10)
+    return fig
+
+
+def weight_heatmaps(fit: xr.Dataset):
+    """W_rec (rows post, columns pre) and W_in, units sorted E then I."""
+    order = np.argsort(fit["unit_ei"].values != "E", kind="stable")
+    fig, ax = _figure(1, 2, figsize=(11, 4.5))
+    w = fit["W_rec"].values[np.ix_(order, order)]
+    lim = np.abs(w).max() or 1.0
+    im = ax[0, 0].imshow(w, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    n_e = int((fit["unit_ei"].values == "E").sum())
+    for a in (ax[0, 0].axhline, ax[0, 0].axvline):
+        a(n_e - 0.5, color="k", lw=0.8)
+    ax[0, 0].set(title="W_rec (sorted E | I)", xlabel="presynaptic unit", ylabel="postsynaptic unit")
+    fig.colorbar(im, ax=ax[0, 0], shrink=0.8)
+    wi = fit["W_in"].values[order]
+    lim = np.abs(wi).max() or 1.0
+    im = ax[0, 1].imshow(wi, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax[0, 1].axhline(n_e - 0.5, color="k", lw=0.8)
+    ax[0, 1].set(title="W_in", xlabel="embedding / input", ylabel="unit (sorted E | I)")
+    fig.colorbar(im, ax=ax[0, 1], shrink=0.8)
+    return fig
+
+
+def h0_histogram(fit: xr.Dataset):
+    fig, ax = _figure()
+    h0, ei = fit["h0"].values, fit["unit_ei"].values
+    bins = np.histogram_bin_edges(h0, 15)
+    for t in ("E", "I"):
+        ax[0, 0].hist(h0[ei == t], bins=bins, color=EI_COLORS[t], alpha=0.6, label=t)
+    ax[0, 0].set(xlabel="h0", ylabel="units", title="learned initial state")
+    ax[0, 0].legend(frameon=False)
+    return fig
+
+
+def attention_patterns(fit: xr.Dataset):
+    att = fit["attention"].values
+    h = att.shape[0]
+    fig, ax = _figure(1, h, figsize=(3.4 * h, 3.6))
+    names = [str(x) for x in fit["input_query"].values]
+    for i, a in enumerate(ax.flat):
+        a.imshow(att[i], cmap="viridis", vmin=0)
+        a.set_title(f"head {i + 1}", fontsize=9)
+        a.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        a.set_yticks(range(len(names)), names if i == 0 else [""] * len(names), fontsize=6)
+    fig.suptitle("attention weights (query row, key column), mean over trials and bins", fontsize=10)
+    return fig
+
+
+def pca_figures(fit: xr.Dataset):
+    """PC1-3 over time (target solid, model dashed, condition-averaged) and PC1 vs PC2 per condition."""
+    k = fit.sizes["pc"]
+    fig, ax = _figure(1, k + 1, figsize=(3.4 * (k + 1), 3.4))
+    t = fit["time"].values
+    for i in range(k):
+        ax[0, i].plot(t, np.nanmean(fit["pca_target"].values[i], 0), color="k", label="data")
+        ax[0, i].plot(t, np.nanmean(fit["pca_model"].values[i], 0), color="C3", ls="--", label="model")
+        evr = float(fit["pca_explained_variance_ratio"].values[i])
+        ax[0, i].set(title=f"PC{i + 1} ({100 * evr:.0f}% var)", xlabel="time (ms)")
+    ax[0, 0].legend(frameon=False, fontsize=7)
+    a = ax[0, k]
+    if k >= 2:
+        for c in range(fit.sizes["condition"]):
+            x, y = fit["pca_target"].values[0, c], fit["pca_target"].values[1, c]
+            if np.isfinite(x).any():
+                a.plot(x, y, color=f"C{c % 10}", lw=0.8)
+                a.plot(fit["pca_model"].values[0, c], fit["pca_model"].values[1, c], color=f"C{c % 10}",
+                       lw=0.8, ls="--")
+        a.set(xlabel="PC1", ylabel="PC2", title="state space (data solid, model dashed)")
+    return fig
+
+
+def fano_comparison(fit: xr.Dataset):
+    fig, ax = _figure()
+    ei = fit["ei"].values.astype(str)
+    fm, ft = fit["fano_model"].values, fit["fano_target"].values
+    for t in ("E", "I"):
+        ax[0, 0].scatter(ft[ei == t], np.maximum(fm[ei == t], 1e-6), color=EI_COLORS[t], label=t)
+    ok = np.isfinite(fm) & np.isfinite(ft) & (fm > 0) & (ft > 0)
+    lo = min(fm[ok].min(), ft[ok].min()) if ok.any() else 1e-2
+    hi = max(fm[ok].max(), ft[ok].max()) if ok.any() else 10
+    ax[0, 0].plot([lo, hi], [lo, hi], color="grey", ls=":")
+    ax[0, 0].set(xscale="log", yscale="log", xlabel="Fano recorded", ylabel="Fano model",
+                 title="Fano factor of spike counts")
+    ax[0, 0].legend(frameon=False)
+    return fig
+
+
+def condition_psths(fit: xr.Dataset, n: int = 4):
+    pm = fit["psth_model"].dropna("condition", how="all")
+    pt = fit["psth_target"].sel(condition=pm["condition"])
+    r = fit["r_condition"].values
+    idx = list(np.argsort(np.where(np.isfinite(r), -r, np.inf))[:n])
+    pick = pm["condition"].values[:6]
+    return psth_panels(pm.sel(condition=pick), pt.sel(condition=pick), neurons=idx, ncols=min(n, 4))
+
+
+def make_all(fit: xr.Dataset, log: list, fig_dir: Path) -> list[Path]:
+    """Write every figure that applies (PNG) and return their paths."""
+    fig_dir = Path(fig_dir)
+    jobs = {"training_curves": lambda: training_curves(log), "correlations": lambda: correlation_summary(fit),
+            "psth_best_worst": lambda: best_worst_psths(fit), "weights": lambda: weight_heatmaps(fit),
+            "h0": lambda: h0_histogram(fit), "pca": lambda: pca_figures(fit), "fano": lambda: fano_comparison(fit),
+            "psth_conditions": lambda: condition_psths(fit)}
+    if "attention" in fit:
+        jobs["attention"] = lambda: attention_patterns(fit)
+    return [save(make(), fig_dir / f"{name}.png") for name, make in jobs.items() if log or name != "training_curves"]

@@ -1,0 +1,104 @@
+"""Benchmark of workflow 1 (rnn_fit): seconds per epoch and fit quality.
+
+    python benchmarks/rnn_fit.py speed   [--epochs 20] [--set key=value ...]
+    python benchmarks/rnn_fit.py fit     [--set key=value ...] [--out DIR]
+    python benchmarks/rnn_fit.py synthetic [--epochs 300]
+
+``speed``: the 08_13 recording (<repo>/../shared/data/activity/...), full training
+set, full config of spec/final_rnn.yaml; compiles once, then times ``--epochs``
+epochs (median s/epoch, each including the validation pass).  ``fit``: a full
+run (writes results) and prints r vs noise ceiling.  ``synthetic``: recovery of
+a known E-I RNN at full size (held-out PSTH r vs the generator's noise-free
+rates).  Prints one JSON line per result.  Skips with a message if the recording
+is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT / ".." / "shared" / "data" / "activity" / "rnn_export_Newton_08_13_2025_SC.mat"
+SPEC = ROOT / "spec" / "final_rnn.yaml"
+
+
+def _machine() -> dict:
+    import jax
+    return {"cpus": os.cpu_count(), "backend": jax.default_backend(), "python": platform.python_version(),
+            "jax": jax.__version__, "load_avg_1min": os.getloadavg()[0]}
+
+
+def speed(epochs: int, overrides: list[str]) -> dict:
+    import jax
+    import numpy as np
+    from neurodsl.runners.rnn_fit import Trainer, prepare_data
+    from neurodsl.spec import load_spec
+    loaded = load_spec(SPEC, [f"data.file={REAL.resolve()}", *overrides])
+    data = prepare_data(loaded)
+    tr = Trainer(loaded, data)
+    state = tr.state0
+    t0 = time.perf_counter()
+    state, m = tr.epoch_fn(state)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        state, m = tr.epoch_fn(state)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    return {"bench": "rnn_fit_speed", "s_per_epoch_median": float(np.median(times)),
+            "s_per_epoch_min": float(np.min(times)), "epochs_timed": epochs, "compile_plus_first_s": compile_s,
+            "train_trials": len(data.train), "val_trials": len(data.val), "bins": data.rates.shape[1],
+            "units": tr.cfg.n_units, "batches_per_epoch": tr.n_batches, "overrides": overrides, **_machine()}
+
+
+def fit(overrides: list[str], out: str | None) -> dict:
+    from neurodsl.runners.rnn_fit import run_rnn_fit
+    from neurodsl.spec import load_spec
+    loaded = load_spec(SPEC, [f"data.file={REAL.resolve()}", *overrides])
+    out_dir = Path(out or ROOT / "results" / "bench_rnn_fit_08_13")
+    s = run_rnn_fit(loaded, out_dir, progress=False)
+    keys = ("epochs", "best_epoch", "early_stopped", "r_pooled", "ceiling_pooled", "r_over_ceiling",
+            "r_condition", "ceiling_condition", "r_E", "r_I", "fano_model", "fano_target", "s_per_epoch",
+            "train_time_s", "out_dir")
+    return {"bench": "rnn_fit_08_13", **{k: s[k] for k in keys}, "overrides": overrides, **_machine()}
+
+
+def synthetic(epochs: int, overrides: list[str]) -> dict:
+    from neurodsl.runners.rnn_fit import make_data, run_rnn_fit
+    from neurodsl.spec import load_spec
+    tmp = Path(tempfile.mkdtemp())
+    path = make_data(tmp / "synthetic.mat", n_exc=16, n_inh=4, n_trials=960, n_time=80, seed=0)[0]
+    loaded = load_spec(SPEC, [f"data.file={path}", f"training.epochs={epochs}", *overrides])
+    s = run_rnn_fit(loaded, tmp / "fit", progress=False)
+    return {"bench": "rnn_fit_synthetic", "r_ground_truth": s["r_ground_truth"],
+            "r_ground_truth_condition": s["r_ground_truth_condition"], "r_pooled": s["r_pooled"],
+            "ceiling_pooled": s["ceiling_pooled"], "epochs": s["epochs"], "s_per_epoch": s["s_per_epoch"],
+            "overrides": overrides, **_machine()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("speed", "fit", "synthetic"))
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    if a.what != "synthetic" and not REAL.is_file():
+        print(f"SKIP: recording not found at {REAL} (needs <repo>/../shared/data/activity/)", file=sys.stderr)
+        return 0
+    res = {"speed": lambda: speed(a.epochs, a.overrides), "fit": lambda: fit(a.overrides, a.out),
+           "synthetic": lambda: synthetic(a.epochs, a.overrides)}[a.what]()
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

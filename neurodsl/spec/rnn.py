@@ -1,0 +1,157 @@
+"""``kind: rnn_fit``: fit an excitatory-inhibitory rate RNN to recorded single trials.
+
+Sections: ``data`` (which file, variable names, inputs, mask policy, split),
+``model`` (units, Dale's law, time constants, input embedding, readout) and
+``training`` (losses, optimiser, schedule, stopping, checkpoints).  The header's
+``dt`` is the model's integration step and must equal the data's bin width
+(checked when the data are loaded); ``duration`` is unused (the data set it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from neurodsl import units as U
+from neurodsl.spec.base import CrossFieldError, SpecModel, Time
+from neurodsl.spec.network import resolve_path
+from neurodsl.spec.spec import SpecHeader
+
+NONLINEARITIES = ("softplus", "relu", "tanh", "sigmoid", "elu_plus")
+DATA_SUFFIXES = (".mat", ".npz", ".nc", ".nc4", ".cdf")
+
+
+class RNNDataSpec(SpecModel):
+    """The recordings: an ``rnn_export`` file (MAT v7.3/v5, npz or netCDF)."""
+
+    file: str = Field(description="path (relative to the spec) or 'neurodsl:NAME' for shipped data")
+    rename: dict[str, str] = Field(default_factory=dict,
+                                   description="our variable name -> the file's, e.g. {firing_rates: rates}")
+    inputs: list[str] | None = Field(None, description="input channels to use, in order (default: all)")
+    mask: Literal["none", "trial_duration", "nan"] = Field(
+        "none", description="which bins count: none (all), trial_duration, nan (NaN rates)")
+    condition_keys: list[str] = Field(default_factory=lambda: ["location", "identity", "reward"],
+                                      min_length=1, description="trial labels that define a condition")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="validation share per condition")
+    split_seed: int | None = Field(None, description="seed of the split (default: the spec's seed)")
+    max_trials: int | None = Field(None, gt=0, description="use only the first N trials (tests)")
+
+    @field_validator("file")
+    @classmethod
+    def _exists(cls, v: str, info: ValidationInfo) -> str:
+        p = resolve_path(v, info)
+        if not p.is_file():
+            raise ValueError(f"data file {v!r} not found (looked at {p})")
+        if p.suffix.lower() not in DATA_SUFFIXES:
+            raise ValueError(f"cannot read {p.suffix!r} files; use one of {', '.join(DATA_SUFFIXES)}")
+        return str(p)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
+
+
+class EmbeddingSpec(SpecModel):
+    """Input embedding before ``W_in``: none, linear, or attention across input channels."""
+
+    kind: Literal["none", "linear", "attention"] = "attention"
+    dim: int = Field(56, gt=0, description="embedding dimension")
+    heads: int = Field(4, gt=0, description="attention heads (dim must be divisible by heads)")
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.kind == "attention" and self.dim % self.heads:
+            raise CrossFieldError(("dim",), f"dim {self.dim} is not divisible by heads {self.heads}",
+                                  f"a multiple of {self.heads}")
+        return self
+
+
+class RNNModelSpec(SpecModel):
+    """Rate units ``tau dx/dt = -x + W_rec f(x) + W_in e(u) + b + noise``, ``r = f(x)`` (sp/s)."""
+
+    hidden_exc: int = Field(0, ge=0, description="extra (unrecorded) excitatory units")
+    hidden_inh: int = Field(0, ge=0, description="extra (unrecorded) inhibitory units")
+    tau: Time = U.parse_quantity("50 ms", U.TIME)
+    noise: float = Field(0.1, ge=0.0, description="process noise std (sqrt(dt/tau) scaled)")
+    nonlinearity: Literal[NONLINEARITIES] = "softplus"  # type: ignore[valid-type]
+    spectral_radius: float = Field(0.9, gt=0.0, description="of W_rec at initialisation")
+    h0_init: float = Field(0.1, description="initial value of the learnable initial state")
+    learn_h0: bool = True
+    embedding: EmbeddingSpec = EmbeddingSpec()
+    readout: int = Field(0, ge=0, description="size of an optional linear readout W_out from E units "
+                                              "(0 = none; not used by the losses)")
+
+    @model_validator(mode="after")
+    def _tau(self):
+        if self.tau.si <= 0:
+            raise CrossFieldError(("tau",), "tau must be > 0", "e.g. '50 ms'")
+        return self
+
+
+class RNNLossSpec(SpecModel):
+    """Loss terms (see runners/rnn_losses.py for the formulas)."""
+
+    lambda_neuron: float = Field(1.0, ge=0.0, description="weight of the per-neuron PSTH loss")
+    psth_smooth: Time = U.parse_quantity("50 ms", U.TIME)
+    ltrial_scale: float = Field(0.5, ge=0.0, description="weight of the trial-matching (Sinkhorn) loss")
+    trial_smooth: Time = U.parse_quantity("50 ms", U.TIME)
+    sinkhorn_eps: float = Field(0.05, gt=0.0, description="entropic regularisation, relative to mean cost")
+    sinkhorn_iters: int = Field(30, gt=0)
+    trial_downsample: int = Field(4, gt=0, description="keep every k-th bin of trial trajectories")
+    lambda_reg: float = Field(1e-4, ge=0.0, description="L2 on weights")
+    lambda_scale: float = Field(0.1, ge=0.0, description="mean-rate scale match")
+    lambda_var: float = Field(0.05, ge=0.0, description="temporal-variance match")
+    use_grad_balancing: bool = True
+    balancer_decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA decay of gradient norms")
+
+
+class RNNTrainingSpec(SpecModel):
+    """Optimiser, schedule, stopping and checkpoints (epochs count passes over the training set)."""
+
+    epochs: int = Field(2000, gt=0)
+    batch_size: int | None = Field(None, gt=0, description="trials per step (default: all training trials)")
+    learning_rate: float = Field(1e-3, gt=0.0)
+    lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    lr_patience: int = Field(50, gt=0, description="epochs without improvement before the LR drops")
+    min_lr: float = Field(1e-5, ge=0.0)
+    plateau_on: Literal["val_loss", "val_correlation", "train_loss"] = Field(
+        "val_loss", description="what reduce-on-plateau watches, once per epoch (validation without "
+                                "process noise; train_loss = mean of the epoch's noisy minibatch losses)")
+    warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up over this many epochs")
+    clip_norm: float = Field(1.0, gt=0.0)
+    early_stopping_patience: int = Field(300, gt=0, description="epochs without a better val correlation")
+    checkpoint_every: int = Field(100, gt=0)
+    detail_every: int = Field(100, gt=0, description="epochs between detailed log entries / console blocks")
+    line_every: int = Field(10, gt=0, description="epochs between console lines")
+    test_epochs: int = Field(5, gt=0, description="epochs run by --test")
+    losses: RNNLossSpec = RNNLossSpec()
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+    @model_validator(mode="after")
+    def _lr(self):
+        if self.min_lr > self.learning_rate:
+            raise CrossFieldError(("min_lr",), f"min_lr {self.min_lr} > learning_rate {self.learning_rate}",
+                                  "min_lr <= learning_rate")
+        return self
+
+
+class RNNFitSpec(SpecHeader):
+    """``kind: rnn_fit`` -- ``neurodsl run`` fits the model and writes results/<name>/."""
+
+    kind: Literal["rnn_fit"]
+    dt: Time = U.parse_quantity("25 ms", U.TIME)
+    data: RNNDataSpec
+    model: RNNModelSpec = RNNModelSpec()
+    training: RNNTrainingSpec = RNNTrainingSpec()
+
+    @model_validator(mode="after")
+    def _dt_tau(self):
+        if self.dt.si > self.model.tau.si:
+            raise CrossFieldError(("dt",), f"dt {self.dt} is longer than tau {self.model.tau}",
+                                  "dt <= model.tau (Euler step)")
+        return self
+
+
+__all__ = ["RNNFitSpec", "RNNDataSpec", "RNNModelSpec", "RNNLossSpec", "RNNTrainingSpec",
+           "EmbeddingSpec", "NONLINEARITIES"]
