@@ -113,3 +113,9 @@ def student_report(out_dir) -> list[Path]:
               "ratio_learning_over_poisson": v["ratio_learning_over_poisson"], "identifiability": ident}
     (out / "student_report.json").write_text(json.dumps(report, indent=1))
     return paths
+
+
+if __name__ == "__main__":  # python -m neurodsl.analysis.student DIR
+    import sys
+    for _p in student_report(Path(sys.argv[1])):
+        print(f"wrote {_p}")
