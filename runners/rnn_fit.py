@@ -181,9 +181,10 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     """
     import jax
     from tqdm.auto import tqdm
+
+    from neurodsl.runners.simulate import configure_precision
     spec, t = loaded.spec, loaded.spec.training
-    if spec.precision == "float64":
-        jax.config.update("jax_enable_x64", True)
+    configure_precision(spec.precision)
     out = Path(out_dir)
     ck = out / "checkpoints"
     if not resume and ck.exists():

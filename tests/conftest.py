@@ -17,3 +17,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def x64():
+    """JAX in float64 for one test (the runners' own switch), float32 again afterwards."""
+    from neurodsl.runners.simulate import configure_precision
+    configure_precision("float64")
+    try:
+        yield
+    finally:
+        configure_precision("float32")

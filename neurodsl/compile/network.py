@@ -88,6 +88,8 @@ class EventKernel:
     A neuron's inputs within one step are summed in presynaptic order.
     """
 
+    FEW = 16  # spikes per single-trial step handled in XLA, without a kernel call
+
     def __init__(self, syn: Synapses, dtype):
         self.syn = syn
         self.dtype = dtype
@@ -127,9 +129,6 @@ class EventKernel:
             one = lambda s: brainevent.binary_csrmv(w, idx, ptr, s, shape=self.shape,  # noqa: E731
                                                     transpose=True, workspace=ws)
         return one(spikes[0])[None] if spikes.shape[0] == 1 else jax.vmap(one)(spikes)
-
-
-    FEW = 16  # events per step handled without a kernel call
 
     def _few_events(self, s):
         """One trial, ELL layout: with at most FEW spikes, gather their rows and scatter-add them
@@ -425,12 +424,17 @@ def _init_array(v, shape, default: float, rng, pop: str, var: str) -> np.ndarray
     return sample_values(v, math.prod(shape), rng, sign=0.0).reshape(shape)
 
 
-def compile_network(spec: NetworkSpec) -> SpikingNetwork:
-    """Build the brainstate modules of ``spec`` (connectivity drawn from ``spec.seed``)."""
-    dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
-    if spec.precision == "float64" and not jax.config.jax_enable_x64:
+def precision_dtype(precision: str):
+    """The array dtype of a spec's ``precision``; float64 needs JAX's x64 mode already on."""
+    if precision == "float64" and not jax.config.jax_enable_x64:
         raise SpecError("precision float64 needs JAX's x64 mode, which the runners switch on before "
                         "compiling", field="precision", expected="float32 here, or run through neurodsl.runners")
+    return jnp.float64 if precision == "float64" else jnp.float32
+
+
+def compile_network(spec: NetworkSpec) -> SpikingNetwork:
+    """Build the brainstate modules of ``spec`` (connectivity drawn from ``spec.seed``)."""
+    dtype = precision_dtype(spec.precision)
     dt = spec.dt.internal
     by_pop = spec.receptors_by_population()
     infos, offset = {}, 0

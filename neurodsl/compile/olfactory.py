@@ -18,16 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from neurodsl.compile.connectivity import Synapses
 from neurodsl.compile.generator import generate
 from neurodsl.compile.kinetics import RECEPTORS
-from neurodsl.compile.network import NEURONS, EventProjection, PopulationInfo, SpikingNetwork
+from neurodsl.compile.network import NEURONS, EventProjection, PopulationInfo, SpikingNetwork, precision_dtype
 from neurodsl.compile.odour import OdourPatterns, OdourSource, odour_patterns, odour_schedule
-from neurodsl.errors import DataError, Location, SpecError
+from neurodsl.errors import DataError, Location
 from neurodsl.io.connectome_csv import load_connectome_csv
 from neurodsl.io.structure import NetworkStructure, load_structure
 from neurodsl.spec.olfactory import PRE_TYPES, OlfactoryNetwork
@@ -151,10 +149,7 @@ def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int |
     baseline).  All projections are merged into one event kernel per step by
     :class:`~neurodsl.compile.network.SynapseBank`.  Call ``model.net.init_state(batch, seed)`` before running.
     """
-    dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
-    if spec.precision == "float64" and not jax.config.jax_enable_x64:
-        raise SpecError("precision float64 needs JAX x64 mode, which the runners switch on", field="precision",
-                        expected="float32 here, or run through neurodsl.runners")
+    dtype = precision_dtype(spec.precision)
     dt = spec.dt.internal
     n_mitral = spec.mitral.n or structure.n_inputs
     if n_mitral != structure.n_inputs:

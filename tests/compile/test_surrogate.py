@@ -17,16 +17,6 @@ dashboard: {{enabled: false}}
 """
 
 
-@pytest.fixture
-def x64():
-    from neurodsl.runners.simulate import configure_precision
-    configure_precision("float64")
-    try:
-        yield
-    finally:
-        configure_precision("float32")
-
-
 def _event_run(precision: str):
     from neurodsl.compile.olfactory import build_olfactory, resolve_structure
     from neurodsl.runners.simulate import run_network

@@ -2,7 +2,6 @@
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -64,7 +63,7 @@ def test_statistics_match_brian2_over_seeds(model):
         assert abs(got[f"fano_{ei}"] / mean[f"fano_{ei}"] - 1) <= 0.10, report
 
 
-def test_float64_spike_trains_equal_brian2_for_100_ms(tmp_path):
+def test_float64_spike_trains_equal_brian2_for_100_ms(tmp_path, x64):
     z = np.load(DATA / "brian2_coba_exact.npz")
     NE, N = int(z["NE"]), int(z["N"])
     pre = np.concatenate([z["syn_e_pre"], z["syn_i_pre"]]).astype(np.int64)
@@ -81,10 +80,7 @@ def test_float64_spike_trains_equal_brian2_for_100_ms(tmp_path):
         sets += [f"initial_state.{pop}.V={{file: {f}, key: V}}",
                  f"initial_state.{pop}.g.exc={{file: {f}, key: exc}}",
                  f"initial_state.{pop}.g.inh={{file: {f}, key: inh}}"]
-    try:
-        ds = simulate(load_spec(REPO / "spec" / "coba.yaml", sets), progress=False, write=False)
-    finally:
-        jax.config.update("jax_enable_x64", False)
+    ds = simulate(load_spec(REPO / "spec" / "coba.yaml", sets), progress=False, write=False)
     ours = sorted(zip(ds.spike_step.values.tolist(), ds.spike_neuron.values.tolist()))
     ref = sorted(zip(z["spike_step"].tolist(), z["spike_i"].astype(int).tolist()))
     first_diff = next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), None)

@@ -115,16 +115,6 @@ def test_wandb_missing_is_a_spec_error(tmp_path, monkeypatch):
         train(homeostatic_setup(spec), tmp_path / "w", progress=False)
 
 
-@pytest.fixture
-def x64():
-    from neurodsl.runners.simulate import configure_precision
-    configure_precision("float64")
-    try:
-        yield
-    finally:
-        configure_precision("float32")
-
-
 def test_every_loss_term_has_a_gradient_that_matches_finite_differences(x64):
     """Smooth forward (exact derivatives): jax.grad == central differences for every term; with the
     spiking (Heaviside) forward every term's surrogate gradient is non-zero."""
