@@ -38,13 +38,30 @@ def user_errors(fn):
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
 
 
-def spec_options(fn):
-    fn = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
-                      help="Override a spec value, e.g. --set duration='200 ms' (repeatable).")(fn)
-    fn = click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-                      help="Output folder (default results/<spec name>/).")(fn)
-    fn = click.option("--force", is_flag=True, help="Write into a non-empty output folder.")(fn)
-    return click.argument("spec_path", metavar="SPEC", type=click.Path())(fn)
+def spec_command(name: str, kind: str | None, *options, writes: bool = True, group=None):
+    """Declare a command that reads a SPEC: its name, the spec kind it runs (None: any), its own
+    options; ``writes`` adds ``--out``/``--force``.  Every SPEC command takes ``--set`` and
+    ``--debug``.  The callback gets the loaded spec (``loaded``, kind already checked, before any
+    folder is made) instead of ``spec_path``/``overrides``."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def body(spec_path, overrides, **kw):
+            return fn(load(spec_path, overrides, kind=kind, command=name), **kw)
+
+        cmd = user_errors(body)
+        for opt in reversed(options):
+            cmd = opt(cmd)
+        if writes:
+            cmd = click.option("--force", is_flag=True, help="Write into a non-empty output folder.")(cmd)
+            cmd = click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+                               help="Output folder (default results/<spec name>/).")(cmd)
+        cmd = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+                           help="Override a spec value, e.g. --set duration='200 ms' (repeatable).")(cmd)
+        cmd = click.argument("spec_path", metavar="SPEC", type=click.Path())(cmd)
+        return (group or main).command(name)(cmd)
+
+    return decorate
 
 
 def prepare_out(out: str | None, name: str, force: bool, resume: bool = False) -> Path:
@@ -57,9 +74,15 @@ def prepare_out(out: str | None, name: str, force: bool, resume: bool = False) -
     return path
 
 
-def load(spec_path: str, overrides):
+def load(spec_path: str, overrides, kind: str | None = None, command: str = ""):
+    """The validated spec; with ``kind``, a spec of another kind is a one-line user error."""
     from neurodsl.spec import load_spec
-    return load_spec(spec_path, overrides)
+    loaded = load_spec(spec_path, overrides)
+    if kind is not None and loaded.spec.kind != kind:
+        raise NeurodslError(f"`neurodsl {command}` runs specs of kind {kind!r}, this spec is kind "
+                            f"{loaded.spec.kind!r}", field="kind", location=Location(spec_path),
+                            expected=f"kind: {kind}, or `neurodsl run {spec_path}`, which dispatches by kind")
+    return loaded
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,13 +91,11 @@ def main():
     """neurodsl: declare biologically constrained networks in YAML, simulate and fit them."""
 
 
-@main.command()
-@spec_options
-@user_errors
-def validate(spec_path, overrides, out, force):
+@spec_command("validate", None, writes=False)
+def validate(loaded):
     """Validate SPEC and print a short summary (populations, sizes, synapse counts)."""
     from neurodsl.summary import summarize
-    click.echo(summarize(load(spec_path, overrides).spec))
+    click.echo(summarize(loaded.spec))
 
 
 @main.command()
@@ -136,28 +157,23 @@ RUNNERS = {"simulation": _simulate, "rnn_fit": _fit_rnn, "teacher": _teacher, "n
            "homeostatic": _homeostatic, "student": _student}
 
 
-@main.command()
-@spec_options
-@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in OUT.")
-@click.option("--test", "test_mode", is_flag=True, help="A few epochs of the same pipeline (smoke run).")
-@user_errors
-def run(spec_path, overrides, out, force, resume, test_mode):
+@spec_command("run", None,
+              click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in OUT."),
+              click.option("--test", "test_mode", is_flag=True,
+                           help="A few epochs of the same pipeline (smoke run)."))
+def run(loaded, out, force, resume, test_mode):
     """Run SPEC with the workflow its `kind` names (rnn_fit: fit an E-I RNN to recorded trials)."""
-    loaded = load(spec_path, overrides)
     runner = RUNNERS.get(loaded.spec.kind)
     if runner is None:
         raise NeurodslError(f"`neurodsl run` has no runner for kind {loaded.spec.kind!r}", field="kind",
-                            location=Location(spec_path), expected="one of " + ", ".join(RUNNERS))
+                            location=Location(loaded.path), expected="one of " + ", ".join(RUNNERS))
     out_dir = prepare_out(out, loaded.spec.name, force, resume=resume)
     runner(loaded, out_dir, resume=resume, test=test_mode)
 
 
-@main.command()
-@spec_options
-@user_errors
-def simulate(spec_path, overrides, out, force):
+@spec_command("simulate", "simulation")
+def simulate(loaded, out, force):
     """Simulate SPEC and write OUT/simulation.nc (spikes, binned rates, provenance)."""
-    loaded = load(spec_path, overrides)
     _simulate(loaded, prepare_out(out, loaded.spec.name, force))
 
 
@@ -179,50 +195,38 @@ def make_data_rnn_export(out, seed, trials, version):
         click.echo(f"wrote {path}")
 
 
-@main.command()
-@spec_options
-@user_errors
-def teacher(spec_path, overrides, out, force):
+@spec_command("teacher", "teacher")
+def teacher(loaded, out, force):
     """Simulate the olfactory teacher of SPEC and write OUT/teacher.nc (+ structure, spec)."""
-    loaded = load(spec_path, overrides)
     _teacher(loaded, prepare_out(out, loaded.spec.name, force))
 
 
-@main.command("infer-network")
-@spec_options
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Dask scheduler address (default: a LocalCluster with one worker per core).")
-@click.option("--serial", is_flag=True, help="Run the grid points one after another in this process.")
-@user_errors
-def infer_network(spec_path, overrides, out, force, scheduler, serial):
+@spec_command("infer-network", "network_inference",
+              click.option("--scheduler", default=None, metavar="ADDRESS",
+                           help="Dask scheduler address (default: a LocalCluster with one worker per core)."),
+              click.option("--serial", is_flag=True, help="Run the grid points one after another in this process."))
+def infer_network(loaded, out, force, scheduler, serial):
     """Grid search over connectome generators: OUT/grid.nc, the best network_structure.npz, figures.
 
     Re-running into the same OUT resumes: finished points are not recomputed.
     """
-    loaded = load(spec_path, overrides)
     out_path = Path(out) if out else Path("results") / loaded.spec.name
     out_dir = prepare_out(out, loaded.spec.name, force, resume=(out_path / "points").is_dir())
     _infer(loaded, out_dir, scheduler="serial" if serial else scheduler)
 
 
-@main.command()
-@spec_options
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/checkpoint_latest.")
-@user_errors
-def homeostatic(spec_path, overrides, out, force, resume):
+@spec_command("homeostatic", "homeostatic",
+              click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/checkpoint_latest."))
+def homeostatic(loaded, out, force, resume):
     """Tune weights or scaling factors toward target rates/CVs; writes the tuned network_structure.npz."""
-    loaded = load(spec_path, overrides)
     _homeostatic(loaded, prepare_out(out, loaded.spec.name, force, resume=resume), resume=resume)
 
 
-@main.command("fit-student")
-@spec_options
-@click.option("--resume", "resume", is_flag=False, flag_value="latest", default=None, metavar="[PATH]",
-              help="Continue from the latest checkpoint in OUT, or from the checkpoint file PATH.")
-@user_errors
-def fit_student(spec_path, overrides, out, force, resume):
+@spec_command("fit-student", "student",
+              click.option("--resume", "resume", is_flag=False, flag_value="latest", default=None, metavar="[PATH]",
+                           help="Continue from the latest checkpoint in OUT, or from the checkpoint file PATH."))
+def fit_student(loaded, out, force, resume):
     """Fit a student with the teacher's connectivity to the teacher's spike trains (surrogate gradients)."""
-    loaded = load(spec_path, overrides)
     out_dir = prepare_out(out, loaded.spec.name, force, resume=resume is not None)
     _student(loaded, out_dir, resume=True if resume == "latest" else (resume or False))
 
@@ -232,24 +236,37 @@ def analyze():
     """Figures and reports from output folders."""
 
 
+def run_folder(run_dir: str, needs: str, made_by: str) -> Path:
+    """``run_dir`` as a Path; a folder without ``needs`` is a one-line user error."""
+    path = Path(run_dir)
+    if not (path / needs).is_file():
+        what = "no such folder" if not path.is_dir() else f"no {needs} in this folder"
+        raise NeurodslError(what, location=Location(str(path)), expected=f"the --out folder of `{made_by}`")
+    return path
+
+
 @analyze.command("odourants")
-@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", metavar="DIR", type=click.Path())
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Figure folder (default DIR/figures).")
 @user_errors
 def analyze_odourants(run_dir, out):
     """Odour selectivity/reliability dashboard and statistics of a teacher run in DIR."""
+    path = run_folder(run_dir, "teacher.nc", "neurodsl teacher SPEC")
     from neurodsl.analysis.odourants import odourant_report
-    paths = odourant_report(Path(run_dir), Path(out) if out else Path(run_dir) / "figures")
+    paths = odourant_report(path, Path(out) if out else path / "figures")
     click.echo("\n".join(f"wrote {p}" for p in paths))
 
 
 @analyze.command("student")
-@click.argument("run_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", metavar="DIR", type=click.Path())
 @user_errors
 def analyze_student(run_dir):
-    """Poisson vs learning variability dashboard and identifiability report of a student run."""
+    """Poisson vs learning variability dashboard and identifiability report of a student run.
+
+    Writes DIR/figures/student/*.png and DIR/student_report.json."""
+    path = run_folder(run_dir, "comparison.npz", "neurodsl fit-student SPEC")
     from neurodsl.analysis.student import student_report
-    click.echo("\n".join(f"wrote {p}" for p in student_report(Path(run_dir))))
+    click.echo("\n".join(f"wrote {p}" for p in student_report(path)))
 
 
 def _rate_summary(ds) -> str:

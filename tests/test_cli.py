@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from neurodsl.cli import main
@@ -46,3 +47,57 @@ def test_out_dir_needs_force(tmp_path):
     r = CliRunner().invoke(main, args + ["--force", "--set", "populations.E.size=40", "--set", "populations.I.size=10"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "simulation.nc").exists() and (tmp_path / "x").read_text() == "keep me"
+
+
+SPEC = REPO / "spec"
+WRONG_KIND = [("simulate", "olfactory", "simulation", "teacher"),
+              ("homeostatic", "coba", "homeostatic", "simulation"),
+              ("teacher", "coba", "teacher", "simulation"),
+              ("fit-student", "olfactory", "student", "teacher"),
+              ("infer-network", "homeostatic", "network_inference", "homeostatic"),
+              ("simulate", "final_rnn", "simulation", "rnn_fit")]
+
+
+def _one_line(r) -> str:
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command,spec,expects,actual", WRONG_KIND, ids=[f"{c}-{s}" for c, s, *_ in WRONG_KIND])
+def test_wrong_kind_is_one_line_exit_2_and_creates_nothing(tmp_path, monkeypatch, command, spec, expects, actual):
+    monkeypatch.chdir(tmp_path)
+    path = str(SPEC / f"{spec}.yaml")
+    for extra in ([], ["--out", str(tmp_path / "out")]):
+        line = _one_line(CliRunner().invoke(main, [command, path] + extra))
+        assert path in line and repr(expects) in line and repr(actual) in line
+        assert "neurodsl run" in line and "dispatches by kind" in line
+        assert list(tmp_path.iterdir()) == []  # neither results/<name> nor --out
+
+
+@pytest.mark.parametrize("which,needs", [("student", "comparison.npz"), ("odourants", "teacher.nc")])
+def test_analyze_wrong_folder_is_one_line_exit_2_and_creates_nothing(tmp_path, which, needs):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "unrelated.txt").write_text("x")
+    line = _one_line(CliRunner().invoke(main, ["analyze", which, str(tmp_path / "run")]))
+    assert str(tmp_path / "run") in line and needs in line
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["unrelated.txt"]
+    line = _one_line(CliRunner().invoke(main, ["analyze", which, str(tmp_path / "missing")]))
+    assert "no such folder" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_options_follow_each_command_declaration():
+    def options(*path):
+        cmd = main
+        for p in path:
+            cmd = cmd.commands[p]
+        return {o for p in cmd.params for o in p.opts}
+    assert "--out" not in options("validate") and "--force" not in options("validate")
+    assert {"--set", "--debug"} <= options("validate")
+    for name in ("run", "simulate", "teacher", "infer-network", "homeostatic", "fit-student"):
+        assert {"--set", "--out", "--force", "--debug"} <= options(name), name
+    assert "--resume" in options("homeostatic") and "--serial" in options("infer-network")
+    assert "--resume" not in options("simulate")
+    assert "--out" in options("analyze", "odourants")
