@@ -15,8 +15,9 @@ import click
 from neurodsl.errors import NeurodslError, OutputExistsError, Location
 
 
-def _fail(message: str) -> None:
-    click.echo(f"neurodsl: error: {message}", err=True)
+def _fail(*lines: str) -> None:
+    for line in lines:
+        click.echo(f"neurodsl: error: {line}", err=True)
     sys.exit(2)
 
 
@@ -30,7 +31,7 @@ def user_errors(fn):
         except NeurodslError as e:
             if debug:
                 raise
-            _fail(e.one_line())
+            _fail(*e.lines())
         except KeyboardInterrupt:
             click.echo("neurodsl: interrupted", err=True)
             sys.exit(130)

@@ -32,18 +32,25 @@ class NeurodslError(Exception):
     """A problem with user input, formatted as ``FILE:LINE:COL: field: message (expected ...)``."""
 
     def __init__(self, message: str, *, field: str = "", expected: str = "",
-                 location: Location | None = None):
+                 location: Location | None = None, others: tuple["NeurodslError", ...] = ()):
         self.message = message
         self.field = field
         self.expected = expected
         self.location = location or Location()
-        super().__init__(self.one_line())
+        self.others = tuple(others)  # further problems found in the same pass, each with its location
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """This error's line, then one line per further error (what the CLI prints)."""
+        return [self.one_line()] + [o.one_line() for o in self.others]
 
     def one_line(self) -> str:
         parts = [str(self.location)]
+        msg = self.message
         if self.field:
             parts.append(self.field)
-        msg = self.message
+            if msg.startswith(f"{self.field}: "):  # "--resume: --resume: ..." -> "--resume: ..."
+                msg = msg[len(self.field) + 2:]
         if self.expected:
             msg = f"{msg} (expected {self.expected})"
         parts.append(msg)

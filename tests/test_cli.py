@@ -101,3 +101,21 @@ def test_options_follow_each_command_declaration():
     assert "--resume" in options("homeostatic") and "--serial" in options("infer-network")
     assert "--resume" not in options("simulate")
     assert "--out" in options("analyze", "odourants")
+
+
+def test_every_spec_error_is_shown_one_per_line():
+    r = CliRunner().invoke(main, ["validate", COBA, "--set", "populations.E.neuron.tau_m=4 mV",
+                                  "--set", "duration=-1", "--set", "projections[0].weight=abc"])
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 3, r.output
+    assert all(l.startswith("neurodsl: error: --set ") for l in lines)
+    for field in ("populations.E.neuron.tau_m", "duration", "projections[0].weight"):
+        assert sum(f": {field}: " in l for l in lines) == 1, field  # one line per field
+    assert "more error" not in r.output
+
+
+def test_debug_traceback_shows_every_spec_error():
+    p = subprocess.run([sys.executable, "-m", "neurodsl.cli", "validate", COBA, "--debug",
+                        "--set", "duration=-1", "--set", "populations.E.size=-3"], capture_output=True, text=True)
+    assert "Traceback" in p.stderr and "duration: -1 has no unit" in p.stderr
+    assert "populations.E.size: -3 is out of range" in p.stderr

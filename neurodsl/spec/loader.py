@@ -341,24 +341,41 @@ def validate(src: Source, registry: dict[str, type[BaseModel]]) -> BaseModel:
     try:
         return cls.model_validate(data, context={"base_dir": base_dir, "cli_strings": src.cli_strings})
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        # the most telling error: an unknown key (often a typo that also makes a field
-        # "missing"), then the deepest path, then anything but "missing"
-        err = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(_field_path(e["loc"], data)),
-                                         e["type"] != "missing"))
-        path = _field_path(err["loc"], data)
-        inner = (err.get("ctx") or {}).get("error")
-        if isinstance(inner, CrossFieldError):
-            path = path + tuple(inner.path)
-        msg, expected = _describe(err)
-        if err["type"] == "extra_forbidden":
-            known = _known_keys(data, path, cls)
-            msg = f"unknown key {path[-1]!r}" + _did_you_mean(data, path, known)
-            expected = "one of " + ", ".join(known) if known else ""
-        more = len(errors) - 1
-        if more:
-            msg += f" (+{more} more error{'s' if more > 1 else ''})"
-        raise SpecError(msg, field=_dotted(path), expected=expected, location=src.locate(path)) from None
+        raise validation_error(exc, src, cls) from None
+
+
+def validation_error(exc: ValidationError, src: Source, cls: type[BaseModel]) -> SpecError:
+    """All of pydantic's errors as one SpecError: the most telling first (an unknown key, often a
+    typo that also makes a field "missing"; then the deepest path; then anything but "missing"),
+    the others in pydantic's order in ``others``, one per field (the members of a union that all
+    reject a value report the same field: the first says it best)."""
+    data = src.data
+    errors = exc.errors(include_url=False)
+    first = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(_field_path(e["loc"], data)),
+                                       e["type"] != "missing"))
+    ordered = [first] + [e for e in errors if e is not first]
+    out: list[SpecError] = []
+    for err in ordered:
+        e = _one_error(err, src, cls)
+        if all((e.field, e.location) != (o.field, o.location) for o in out):
+            out.append(e)
+    head = out[0]
+    return SpecError(head.message, field=head.field, expected=head.expected, location=head.location,
+                     others=tuple(out[1:]))
+
+
+def _one_error(err: dict, src: Source, cls: type[BaseModel]) -> SpecError:
+    data = src.data
+    path = _field_path(err["loc"], data)
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, CrossFieldError):
+        path = path + tuple(inner.path)
+    msg, expected = _describe(err)
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(data, path, cls)
+        msg = f"unknown key {path[-1]!r}" + _did_you_mean(data, path, known)
+        expected = "one of " + ", ".join(known) if known else ""
+    return SpecError(msg, field=_dotted(path), expected=expected, location=src.locate(path))
 
 
 def _dotted(path: Path_) -> str:
