@@ -387,3 +387,30 @@ def _dotted(path: Path_) -> str:
 
 def spec_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def first_difference(a: dict, b: dict) -> str | None:
+    """The dotted path (``training.lr``, ``projections[0].weight``) of the first place where two
+    nested dicts/lists differ, ``None`` when they are equal.  Keys are visited in ``a``'s order,
+    then those only in ``b``; a list that is longer on one side differs at its first extra index.
+    For messages such as "--resume: the spec differs from the checkpoint's at training.lr"."""
+    path = _first_difference(a, b, ())
+    return None if path is None else _dotted(path)
+
+
+def _first_difference(a: Any, b: Any, path: Path_) -> Path_ | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in a or k not in b:
+                return path + (k,)
+            found = _first_difference(a[k], b[k], path + (k,))
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, path + (i,))
+            if found is not None:
+                return found
+        return None if len(a) == len(b) else path + (min(len(a), len(b)),)
+    return None if (type(a) is type(b) or {type(a), type(b)} <= {int, float}) and a == b else path
