@@ -6,7 +6,11 @@ tree paths, sha256 of the leaves).  Writing goes to a temporary file in the same
 folder, is fsync'ed and renamed over the target (``os.replace``); the file it
 replaces is kept as ``NAME.prev.npz`` first, so a crash or a corrupt newest file
 never loses the last good state: :func:`load_checkpoint` verifies the checksum
-and falls back to the previous file.
+and falls back to the previous file.  SIGINT/SIGTERM that arrive while a file is
+being written are held until it is complete (:func:`deferred_signals`); the
+temporary files follow :mod:`neurodsl.io.atomic` (umask mode, stale ones of
+killed writers removed).  :class:`StopSignals` turns SIGINT/SIGTERM into a flag
+a training loop polls between steps.
 
 Leaves may be JAX or numpy arrays or Python scalars; typed PRNG keys are stored
 as their key data.  ``load_checkpoint(path, like=template)`` rebuilds the
@@ -19,12 +23,16 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from neurodsl.io import atomic
 
 HEADER = "__header__"
 FORMAT = "neurodsl-checkpoint-1"
@@ -68,21 +76,66 @@ def _prev(path: Path) -> Path:
     return path.with_name(path.name[:-4] + ".prev.npz" if path.name.endswith(".npz") else path.name + ".prev")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a fsync'ed temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferring = threading.local()
+
+
+@contextmanager
+def deferred_signals():
+    """Hold SIGINT/SIGTERM while the body runs; deliver them (once each) when it is done.
+
+    Only the main thread can install handlers; elsewhere (and when nested) this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread() or getattr(_deferring, "on", False):
+        yield
+        return
+    held: list[int] = []
+    old = {}
+    for s in _SIGNALS:
+        h = signal.getsignal(s)
+        if h is not None:  # None: installed outside Python, leave it alone
+            old[s] = signal.signal(s, lambda signum, frame: held.append(signum))
+    _deferring.on = True
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        _deferring.on = False
+        for s, h in old.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)
+
+
+class StopSignals:
+    """``with StopSignals() as stop:`` SIGINT/SIGTERM set ``stop.hit`` (the signal's name)
+    instead of ending the process; the loop polls it, saves and returns.  A second SIGINT
+    raises KeyboardInterrupt at once (the loop's handler then saves what is consistent)."""
+
+    def __init__(self):
+        self.hit: str | None = None
+        self.old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in _SIGNALS:
+                if signal.getsignal(s) is not None:
+                    self.old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.hit is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.hit = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a fsync'ed temporary file and ``os.replace`` (signals held)."""
+    with deferred_signals():
+        return atomic.write_bytes(Path(path), data)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -99,13 +152,14 @@ def save_checkpoint(path: str | Path, tree, metadata: dict | None = None, rng_st
     buf = io.BytesIO()
     np.savez(buf, **{f"leaf_{i:05d}": a for i, a in enumerate(arrays)},
              **{HEADER: np.frombuffer(json.dumps(header, default=_json_default).encode(), np.uint8)})
-    if keep_previous and path.exists():
-        try:
-            _read(path)  # only a good file becomes the fallback
-            os.replace(path, _prev(path))
-        except CheckpointError:
-            pass
-    return atomic_write_bytes(path, buf.getvalue())
+    with deferred_signals():
+        if keep_previous and path.exists():
+            try:
+                _read(path)  # only a good file becomes the fallback
+                os.replace(path, _prev(path))
+            except CheckpointError:
+                pass
+        return atomic_write_bytes(path, buf.getvalue())
 
 
 def _json_default(o):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -72,17 +71,15 @@ def spiking_dataset(events: dict[str, np.ndarray], rate: np.ndarray, *, dt_ms: f
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write atomically: to a temporary file in the same folder, then rename."""
+    """Write atomically (:mod:`neurodsl.io.atomic`): a temporary file in the same folder, then rename."""
+    from neurodsl.io import atomic
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = atomic.temp_file(path)
     os.close(fd)
     try:
         encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars
                     if ds[v].dtype.kind in "iuf" and ds[v].size > 1024}
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-        os.replace(tmp, path)
+        return atomic.finish(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        atomic.discard(tmp)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -108,25 +107,23 @@ class NetworkStructure:
 
 
 def save_structure(s: NetworkStructure, path: str | Path) -> Path:
-    """Write atomically (temporary file + rename)."""
+    """Write atomically (temporary file + rename, :mod:`neurodsl.io.atomic`)."""
+    from neurodsl.io import atomic
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
+    arrays = dict(cell_type=s.cell_type.astype("<U1"), rec_pre=s.rec_pre.astype(np.int32),
+                  rec_post=s.rec_post.astype(np.int32), rec_weight=s.rec_weight.astype(np.float32),
+                  ff_pre=s.ff_pre.astype(np.int32), ff_post=s.ff_post.astype(np.int32),
+                  ff_weight=s.ff_weight.astype(np.float32), n_inputs=np.int64(s.n_inputs),
+                  scaling=s.scaling.astype(np.float32), meta=np.str_(json.dumps(s.meta)))
+    if s.assembly is not None:
+        arrays["assembly"] = s.assembly.astype(np.int32)
+    fd, tmp = atomic.temp_file(path)
     try:
-        arrays = dict(cell_type=s.cell_type.astype("<U1"), rec_pre=s.rec_pre.astype(np.int32),
-                      rec_post=s.rec_post.astype(np.int32), rec_weight=s.rec_weight.astype(np.float32),
-                      ff_pre=s.ff_pre.astype(np.int32), ff_post=s.ff_post.astype(np.int32),
-                      ff_weight=s.ff_weight.astype(np.float32), n_inputs=np.int64(s.n_inputs),
-                      scaling=s.scaling.astype(np.float32), meta=np.str_(json.dumps(s.meta)))
-        if s.assembly is not None:
-            arrays["assembly"] = s.assembly.astype(np.int32)
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        return atomic.finish(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        atomic.discard(tmp)
 
 
 def load_structure(path: str | Path) -> NetworkStructure:
