@@ -146,6 +146,12 @@ def _student(loaded, out_dir, resume=False, **_):
     _finish_training(summary, out_dir)
 
 
+def _fit(loaded, out_dir, resume=False, test=False, **_):
+    from neurodsl.runners.fit import run_fit
+    summary = run_fit(loaded, out_dir, resume=resume, test=test)
+    _finish_training(summary, out_dir)
+
+
 def _finish_training(summary: dict, out_dir: Path) -> None:
     if summary.get("interrupted"):
         click.echo(f"interrupted: state saved in {out_dir / 'checkpoints'}; continue with --resume", err=True)
@@ -155,7 +161,7 @@ def _finish_training(summary: dict, out_dir: Path) -> None:
 
 # kind -> function(loaded, out_dir, **options); `neurodsl run` dispatches through it
 RUNNERS = {"simulation": _simulate, "rnn_fit": _fit_rnn, "teacher": _teacher, "network_inference": _infer,
-           "homeostatic": _homeostatic, "student": _student}
+           "homeostatic": _homeostatic, "student": _student, "fit": _fit}
 
 
 @spec_command("run", None,
