@@ -6,8 +6,11 @@ trains with one jit-compiled function per epoch (scan over batches and time,
 validation without process noise) and writes ``training_log.json`` (every
 epoch), checkpoints (best / final / latest / every ``checkpoint_every``),
 weights/, outputs/, metrics/, population/ (.npy), ``fit.nc``, figures and
-``training_report.md``.  Ctrl+C saves ``checkpoints/latest.npz`` and returns;
-``resume=True`` continues from it bit-identically.
+``training_report.md``.  SIGINT (Ctrl+C) or SIGTERM (a scheduler's preemption or
+time limit) stops after the current epoch, saves ``checkpoints/latest.npz`` and
+returns ``interrupted``; ``resume=True`` continues from it bit-identically
+(:mod:`.rnn_state`: what a checkpoint holds).  A non-finite loss or parameter
+stops the run with :class:`~.rnn_state.DivergedError` before anything is kept.
 """
 from __future__ import annotations
 
@@ -21,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from neurodsl.errors import Location, SpecError
+from neurodsl.errors import DataError, Location, SpecError
 from neurodsl.spec import LoadedSpec
 
-from .checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, numpy_rng_state,
-                         save_checkpoint)
+from .checkpoint import StopSignals, atomic_write_text
+from .rnn_state import FitRun, Saver, check_finite, resume_run
 
 
 def make_data(out: Path, **kw) -> list[Path]:
@@ -74,6 +77,7 @@ def prepare_data(loaded: LoadedSpec) -> FitData:
     if len(val) == 0:
         raise SpecError("the validation split is empty", field="data.val_fraction",
                         expected="val_fraction > 0 and >= 2 trials per condition", location=Location(loaded.path))
+    _check_training_trials(loaded, cond[train], names)
     rate = ds["rate"].values.astype(np.float32)
     valid = ds["valid"].values if "valid" in ds else np.ones(rate.shape[:2], bool)
     valid = valid & np.isfinite(rate).all(-1)
@@ -87,12 +91,32 @@ def prepare_data(loaded: LoadedSpec) -> FitData:
                    bin_ms, notes)
 
 
-def _fingerprint(loaded: LoadedSpec) -> str:
+def _check_training_trials(loaded: LoadedSpec, cond_train: np.ndarray, names) -> None:
+    """The noise ceiling (split halves) needs >= 2 training trials in every condition: say so before
+    training instead of failing after it."""
+    counts = np.bincount(cond_train, minlength=len(names))
+    few = [(str(names[c]), int(counts[c])) for c in np.flatnonzero(counts < 2)]
+    if not few:
+        return
+    d = loaded.spec.data
+    shown = ", ".join(f"{n}: {k}" for n, k in few[:3]) + (", ..." if len(few) > 3 else "")
+    raise DataError(f"{len(few)} of {len(names)} conditions have fewer than 2 training trials ({shown}); "
+                    "the noise ceiling splits each condition's training trials in halves",
+                    field="data.max_trials" if d.max_trials else "data.condition_keys",
+                    expected=">= 3 trials per condition (more trials: data.max_trials; coarser conditions: "
+                             "fewer data.condition_keys)", location=Location(loaded.path))
+
+
+def _fingerprint_dict(loaded: LoadedSpec) -> dict:
     d = loaded.spec.model_dump(mode="json")
     for k in ("epochs", "test_epochs", "early_stopping_patience", "checkpoint_every", "detail_every", "line_every"):
         d["training"].pop(k, None)
     d["outputs"] = None
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+    return d
+
+
+def _fingerprint(loaded: LoadedSpec) -> str:
+    return hashlib.sha256(json.dumps(_fingerprint_dict(loaded), sort_keys=True).encode()).hexdigest()
 
 
 _COMPILED: dict = {}
@@ -179,9 +203,6 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
 
     ``outputs=False`` stops after the log and checkpoints (no evaluation files; tests).
     """
-    import jax
-    from tqdm.auto import tqdm
-
     from neurodsl.runners.simulate import configure_precision
     spec, t = loaded.spec, loaded.spec.training
     configure_precision(spec.precision)
@@ -190,89 +211,92 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     if not resume and ck.exists():
         shutil.rmtree(ck)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)
     t_setup = time.perf_counter()
     data = prepare_data(loaded)
     tr = Trainer(loaded, data)
     n_epochs = t.test_epochs if test else t.epochs
-    state, log, best = tr.state0, [], {"corr": -np.inf, "epoch": 0, "since": 0, "params": tr.state0["params"]}
-    fp = _fingerprint(loaded)
-    if resume:
-        try:
-            c = load_checkpoint(ck / "latest.npz", like=state)
-        except CheckpointError as e:
-            raise SpecError(f"--resume: no usable checkpoint in {ck} ({e})", field="--resume",
-                            expected="a previous run of this spec in --out") from None
-        if c.metadata.get("fingerprint") != fp:
-            raise SpecError("--resume: the spec differs from the checkpoint's (only training.epochs and "
-                            "logging intervals may change)", field="--resume", location=Location(loaded.path))
-        state, m = c.tree, c.metadata
-        best.update(corr=m["best_corr"], epoch=m["best_epoch"], since=m["since_best"])
-        best["params"] = load_checkpoint(ck / "best.npz", like=state["params"]).tree if m["best_epoch"] else state["params"]
-        log = [e for e in json.loads((out / "training_log.json").read_text()) if e["epoch"] <= m["epoch"]]
-    start = log[-1]["epoch"] if log else 0
+    fp, fp_dict = _fingerprint(loaded), _fingerprint_dict(loaded)
+    saver = Saver(ck, fp, fp_dict, spec.seed, spec.name)
+    run = resume_run(ck, tr.state0, fp, fp_dict, loaded) if resume else FitRun.fresh(tr.state0)
+    atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)
     setup_s = time.perf_counter() - t_setup
-
-    def save(name, epoch, tree=None):
-        meta = {"epoch": epoch, "best_corr": best["corr"], "best_epoch": best["epoch"],
-                "since_best": best["since"], "fingerprint": fp, "spec_name": spec.name}
-        save_checkpoint(ck / name, state if tree is None else tree, meta,
-                        numpy_rng_state(np.random.default_rng(spec.seed)))
-
-    _header(tr, data, n_epochs, start, progress)
-    bar = tqdm(total=n_epochs, initial=start, desc=f"fit {spec.name}", unit="epoch", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    interrupted, stopped, t_train = False, False, time.perf_counter()
-    epoch = start
-    try:
-        for epoch in range(start + 1, n_epochs + 1):
-            e0 = time.perf_counter()
-            new_state, met = tr.epoch_fn(state)
-            met = jax.device_get(met)
-            state = new_state
-            entry = {"epoch": epoch, "train_loss": float(met["train_loss"]), "val_loss": float(met["val_loss"]),
-                     "val_correlation": float(met["val_correlation"]),
-                     "learning_rate": float(t.learning_rate * met["lr_scale"]),
-                     "epoch_time": time.perf_counter() - e0,
-                     **{k: float(met[k]) for k in ("L_neuron", "L_trial", "L_reg")}}
-            corr = entry["val_correlation"]
-            if np.isfinite(corr) and corr > best["corr"]:
-                best.update(corr=corr, epoch=epoch, since=0, params=state["params"])
-                save("best.npz", epoch, state["params"])
-            else:
-                best["since"] += 1
-            if epoch % t.detail_every == 0:
-                entry.update(_detail(tr, state["params"], met["r_neuron"]))
-            log.append(entry)
-            atomic_write_text(out / "training_log.json", json.dumps(log, indent=1))
-            if epoch % t.checkpoint_every == 0:
-                save(f"epoch_{epoch:05d}.npz", epoch)
-                save("latest.npz", epoch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{entry['train_loss']:.4f}", r=f"{corr:.3f}", best=f"{best['corr']:.3f}")
-            _console(bar, entry, best, t)
-            if best["since"] >= t.early_stopping_patience:
-                stopped = True
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-        epoch = log[-1]["epoch"] if log else start
-    bar.close()
+    _header(tr, data, n_epochs, run.epoch, progress)
+    t_train = time.perf_counter()
+    run, hit, stopped = _train(tr, loaded, run, saver, out, n_epochs, progress)
     train_s = time.perf_counter() - t_train
-    save("latest.npz", epoch)
-    if interrupted:
-        print(f"\ninterrupted: state after epoch {epoch} saved to {ck / 'latest.npz'} "
-              f"(continue with --resume)", flush=True)
-        return {"interrupted": True, "epoch": epoch, "out_dir": str(out), "log": log}
-    save("final.npz", epoch)
+    saver.save("latest.npz", run)
+    log = list(run.log)
+    if hit:
+        print(f"\ninterrupted ({hit}): state after epoch {run.epoch} saved to {ck / 'latest.npz'} "
+              f"(continue: neurodsl run {loaded.path or 'SPEC'} --out {out} --resume)", flush=True)
+        return {"interrupted": True, "signal": hit, "epoch": run.epoch, "out_dir": str(out), "log": log}
+    saver.save("final.npz", run)
+    saver.best(run)  # best.npz holds exactly the best epoch the summary names
+    best = run.best
     tr.module.load_tree(best["params"])
     if not outputs:
-        return {"interrupted": False, "epoch": epoch, "out_dir": str(out), "log": log,
+        return {"interrupted": False, "epoch": run.epoch, "out_dir": str(out), "log": log,
                 "best_epoch": best["epoch"], "best_val_correlation": best["corr"]}
     summary = write_outputs(tr, loaded, out, log, best, stopped=stopped, train_s=train_s,
                             setup_s=setup_s, test=test)
     _banner(summary, out)
     return summary
+
+
+def _train(tr: Trainer, loaded: LoadedSpec, run: FitRun, saver: Saver, out: Path, n_epochs: int,
+           progress: bool) -> tuple[FitRun, str | None, bool]:
+    """Epochs ``run.epoch + 1 .. n_epochs``; SIGINT/SIGTERM stop after the current epoch.
+
+    Returns the last committed run, the stopping signal's name (or None) and whether early
+    stopping ended it.  A run is committed in one assignment after its epoch is complete, so
+    an interrupt at any point leaves epoch, state, log and best in agreement."""
+    import jax
+    from tqdm.auto import tqdm
+    t = loaded.spec.training
+    bar = tqdm(total=n_epochs, initial=run.epoch, desc=f"fit {loaded.spec.name}", unit="epoch",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    stopped = False
+    with StopSignals() as stop:
+        try:
+            for epoch in range(run.epoch + 1, n_epochs + 1):
+                e0 = time.perf_counter()
+                state, met = tr.epoch_fn(run.state)
+                met = jax.device_get(met)
+                entry = {"epoch": epoch, "train_loss": float(met["train_loss"]),
+                         "val_loss": float(met["val_loss"]), "val_correlation": float(met["val_correlation"]),
+                         "learning_rate": float(t.learning_rate * met["lr_scale"]),
+                         "epoch_time": time.perf_counter() - e0,
+                         **{k: float(met[k]) for k in ("L_neuron", "L_trial", "L_reg")}}
+                check_finite(entry, state, run, loaded)
+                if epoch % t.detail_every == 0:
+                    entry.update(_detail(tr, state["params"], met["r_neuron"]))
+                run = run.advance(epoch, state, entry)
+                _persist(run, saver, out, t)
+                bar.update(1)
+                bar.set_postfix(loss=f"{entry['train_loss']:.4f}", r=f"{entry['val_correlation']:.3f}",
+                                best=f"{run.best['corr']:.3f}")
+                _console(bar, entry, run.best, t)
+                if run.best["since"] >= t.early_stopping_patience:
+                    stopped = True
+                    break
+                if stop.hit:
+                    break
+        except KeyboardInterrupt:
+            stop.hit = stop.hit or "SIGINT"
+        finally:
+            bar.close()
+    if stop.hit:
+        atomic_write_text(out / "training_log.json", json.dumps(list(run.log), indent=1))
+    return run, stop.hit, stopped
+
+
+def _persist(run: FitRun, saver: Saver, out: Path, t) -> None:
+    if run.improved:
+        saver.best(run)
+    atomic_write_text(out / "training_log.json", json.dumps(list(run.log), indent=1))
+    if run.epoch % t.checkpoint_every == 0:
+        saver.save(f"epoch_{run.epoch:05d}.npz", run)
+        saver.save("latest.npz", run)
 
 
 def _header(tr: Trainer, data: FitData, n_epochs: int, start: int, progress: bool) -> None:
