@@ -86,10 +86,14 @@ class NetworkStructure:
                                  ("ff_pre", self.ff_pre, ni), ("ff_post", self.ff_post, n)):
             if len(idx) and (idx.min() < 0 or idx.max() >= bound):
                 raise DataError(f"index out of range [0, {bound})", field=name, location=loc)
+        if self.assembly is not None and len(self.assembly) != n:
+            raise DataError(f"assembly has {len(self.assembly)} labels for {n} neurons", field="assembly",
+                            location=loc, expected="one label per neuron (-1 = none)")
         if not (len(self.rec_pre) == len(self.rec_post) == len(self.rec_weight)):
             raise DataError("rec_pre, rec_post and rec_weight differ in length", field="rec_weight", location=loc)
         if not (len(self.ff_pre) == len(self.ff_post) == len(self.ff_weight)):
             raise DataError("ff_pre, ff_post and ff_weight differ in length", field="ff_weight", location=loc)
+        self._check_values(loc)
         pre_e = self.is_exc[self.rec_pre]
         wrong = (pre_e & (self.rec_weight < 0)) | (~pre_e & (self.rec_weight > 0))
         if wrong.any():
@@ -100,10 +104,29 @@ class NetworkStructure:
         if (self.ff_weight < 0).any():
             raise DataError("negative feedforward weights", field="ff_weight", location=loc,
                             expected="weights >= 0 (inputs are excitatory)")
+        return self
+
+    def _check_values(self, loc: Location) -> None:
+        """Finite weights and scaling; scaling >= 0 (a negative factor would flip Dale's signs)."""
         if self.scaling.shape != (2, 3):
             raise DataError(f"scaling has shape {self.scaling.shape}", field="scaling", location=loc,
                             expected="(2, 3): post E/I x pre E/I/input")
-        return self
+        for name in ("rec_weight", "ff_weight", "scaling"):
+            a = np.asarray(getattr(self, name))
+            if a.dtype.kind not in "fiu":
+                raise DataError(f"dtype {a.dtype} is not numeric", field=name, location=loc,
+                                expected="float weights")
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), a.shape)
+                raise DataError(f"{int(bad.sum())} non-finite values (first at index "
+                                f"{first[0] if a.ndim == 1 else tuple(int(i) for i in first)}: {a[first]})",
+                                field=name, location=loc, expected="finite numbers")
+        if (self.scaling < 0).any():
+            r, c = (int(i) for i in np.argwhere(self.scaling < 0)[0])
+            raise DataError(f"negative scaling {self.scaling[r, c]:g} at [{r}, {c}] (post {'EI'[r]}, pre "
+                            f"{('E', 'I', 'input')[c]})", field="scaling", location=loc,
+                            expected="scaling >= 0 (signs come from the presynaptic cell type)")
 
 
 def save_structure(s: NetworkStructure, path: str | Path) -> Path:
@@ -129,18 +152,44 @@ def save_structure(s: NetworkStructure, path: str | Path) -> Path:
 def load_structure(path: str | Path) -> NetworkStructure:
     """Read and validate; errors name the file and the offending key."""
     path = Path(path)
+    loc = Location(str(path))
     if not path.exists():
-        raise DataError("network structure file not found", location=Location(str(path)))
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in REQUIRED if k not in z.files]
-        if missing:
-            raise DataError(f"missing arrays {missing}", location=Location(str(path)),
-                            expected="the keys " + ", ".join(REQUIRED))
-        s = NetworkStructure(
-            cell_type=z["cell_type"].astype("<U1"), rec_pre=z["rec_pre"], rec_post=z["rec_post"],
-            rec_weight=z["rec_weight"].astype(np.float32), ff_pre=z["ff_pre"], ff_post=z["ff_post"],
-            ff_weight=z["ff_weight"].astype(np.float32), n_inputs=int(z["n_inputs"]),
-            assembly=z["assembly"] if "assembly" in z.files else None,
-            scaling=z["scaling"].astype(np.float32) if "scaling" in z.files else np.ones((2, 3), np.float32),
-            meta=json.loads(str(z["meta"])) if "meta" in z.files else {})
+        raise DataError("network structure file not found", location=loc)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - truncated, empty, text, pickled: all unreadable
+        raise DataError(f"not a readable .npz file ({type(e).__name__}: {e})", location=loc,
+                        expected="a network_structure.npz written by neurodsl (np.savez)") from None
+    missing = [k for k in REQUIRED if k not in arrays]
+    if missing:
+        raise DataError(f"missing arrays {missing}", location=loc, expected="the keys " + ", ".join(REQUIRED))
+    for k in ("rec_pre", "rec_post", "ff_pre", "ff_post", "n_inputs", "assembly"):
+        if k in arrays and arrays[k].dtype.kind not in "iu":
+            raise DataError(f"dtype {arrays[k].dtype} is not an integer type", field=k, location=loc,
+                            expected="integer indices")
+    for k in ("rec_pre", "rec_post", "ff_pre", "ff_post", "rec_weight", "ff_weight", "cell_type", "assembly"):
+        if k in arrays and arrays[k].ndim != 1:
+            raise DataError(f"shape {arrays[k].shape} is not one-dimensional", field=k, location=loc)
+    if arrays["n_inputs"].size != 1:
+        raise DataError(f"shape {arrays['n_inputs'].shape}", field="n_inputs", location=loc, expected="a scalar")
+    try:
+        meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    except ValueError as e:
+        raise DataError(f"not JSON ({e})", field="meta", location=loc) from None
+    s = NetworkStructure(
+        cell_type=arrays["cell_type"].astype("<U1"), rec_pre=arrays["rec_pre"], rec_post=arrays["rec_post"],
+        rec_weight=_as_float(arrays, "rec_weight", loc), ff_pre=arrays["ff_pre"], ff_post=arrays["ff_post"],
+        ff_weight=_as_float(arrays, "ff_weight", loc), n_inputs=int(arrays["n_inputs"].item()),
+        assembly=arrays.get("assembly"),
+        scaling=_as_float(arrays, "scaling", loc) if "scaling" in arrays else np.ones((2, 3), np.float32),
+        meta=meta if isinstance(meta, dict) else {"meta": meta})
     return s.validate(str(path))
+
+
+def _as_float(arrays: dict, key: str, loc: Location) -> np.ndarray:
+    a = arrays[key]
+    if a.dtype.kind not in "fiu":
+        raise DataError(f"dtype {a.dtype} is not numeric", field=key, location=loc, expected="float weights")
+    with np.errstate(over="ignore"):
+        return a.astype(np.float32)  # float64 beyond float32's range becomes inf and is rejected
