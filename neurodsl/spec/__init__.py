@@ -13,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from neurodsl.spec.loader import apply_overrides, read_source, read_yaml, spec_sha256, validate
 from neurodsl.spec.spec import NetworkSpec, SimulationSpec, SpecHeader
+from neurodsl.spec.fit import FitSpec
 from neurodsl.spec.inference import NetworkInferenceSpec
 from neurodsl.spec.rnn import RNNFitSpec
 from neurodsl.spec.teacher import TeacherSpec
@@ -25,6 +26,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "teacher": TeacherSpec,
     "homeostatic": HomeostaticSpec,
     "student": StudentSpec,
+    "fit": FitSpec,
 }
 
 

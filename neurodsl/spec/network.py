@@ -268,6 +268,30 @@ Connectivity = Annotated[Union[Bernoulli, FixedIndegree, Assemblies, AllToAll, O
                          Field(discriminator="kind")]
 
 
+class TrainableSpec(SpecModel):
+    """What a projection learns.  ``param: scale``: one factor multiplying its summed weights
+    (shared by every projection with the same ``group``); ``param: weight``: every synapse's
+    weight.  Both are learned as log-magnitudes, so Dale's signs and the connectivity mask never
+    change.  The initial value is the declared one times ``exp(sigma * N(0, 1))`` (seeded by
+    ``seed``, default the spec's); ``bounds: [low, high]`` keep the factor (relative to the
+    declared value) inside that range after every update."""
+
+    param: Literal["scale", "weight"] = "scale"
+    sigma: float = Field(0.0, ge=0)
+    seed: int | None = None
+    bounds: tuple[float, float] | None = None
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.bounds is not None and not 0 < self.bounds[0] < 1 < self.bounds[1]:
+            raise CrossFieldError(("bounds",), f"bounds {list(self.bounds)} must satisfy 0 < low < 1 < high",
+                                  "e.g. [0.1, 10] (factors of the declared value)")
+        if self.group is not None and self.param != "scale":
+            raise CrossFieldError(("group",), "only a scale can be shared by a group", "param: scale")
+        return self
+
+
 class Projection(SpecModel):
     """Synapses from ``pre`` (a population or input) onto ``post`` (a population).
 
@@ -285,7 +309,14 @@ class Projection(SpecModel):
     receptors: dict[str, AnyQuantity] | None = None
     weight: Value = U.parse_quantity(1.0)
     delay: Time = U.parse_quantity("0 ms", U.TIME)
-    trainable: bool = False
+    trainable: TrainableSpec | None = None
+
+    @field_validator("trainable", mode="before")
+    @classmethod
+    def _trainable_flag(cls, v):
+        if v is True:
+            return {"param": "weight"}
+        return None if v is False else v
 
     @model_validator(mode="after")
     def _one_receptor_form(self):

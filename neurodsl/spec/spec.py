@@ -18,7 +18,7 @@ from neurodsl.spec.base import CrossFieldError, SpecModel, Time
 from neurodsl.spec.network import (ConstantCurrent, Input, PoissonGroup, Population, PopulationInit,
                                    Projection, Receptor, check_weight_dim, value_dim)
 
-KIND_NAMES = ("simulation", "rnn_fit", "teacher", "student", "network_inference", "homeostatic")
+KIND_NAMES = ("simulation", "rnn_fit", "teacher", "student", "network_inference", "homeostatic", "fit")
 
 
 class WandbSpec(SpecModel):

@@ -1,0 +1,121 @@
+"""Cells and input sources of the spiking core: conductance-based LIF populations, Poisson sources."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neurodsl.compile.connectivity import sample_values
+from neurodsl.compile.kinetics import INTEGRATORS
+from neurodsl.compile.spikes import Heaviside, reset
+from neurodsl.errors import DataError, Location
+from neurodsl.spec.network import FileRef, PiecewiseRate, PoissonGroup
+
+NEVER = -(2 ** 30)  # last_spike of a neuron that has not spiked
+
+
+@dataclass(frozen=True)
+class PopulationInfo:
+    name: str
+    size: int
+    cell_type: str
+    offset: int  # index of the first neuron in the network-wide neuron axis
+
+
+class LIFCondPopulation(brainstate.nn.Module):
+    """A batch of conductance-based LIF neurons with per-receptor synaptic state."""
+
+    def __init__(self, info: PopulationInfo, neuron, receptors: dict, dt: float, spike_fn=Heaviside()):
+        super().__init__()
+        self.info = info
+        self.spike_fn = spike_fn
+        self.g_L, self.E_L = neuron.g_L.internal, neuron.E_L.internal
+        self.V_th, self.V_reset = neuron.V_th.internal, neuron.V_reset.internal
+        self.C = neuron.capacitance_pF
+        self.ref_steps = int(round(neuron.t_ref.internal / dt))
+        self.integrator = INTEGRATORS[neuron.method]
+        self.kinetics = receptors  # name -> kinetics object
+        self.dt = dt
+        self.V = brainstate.HiddenState(jnp.zeros((1, info.size)))
+        self.last = brainstate.HiddenState(jnp.full((1, info.size), NEVER, jnp.int32))
+        self.syn = {r: brainstate.HiddenState(jnp.zeros((k.n_vars, 1, info.size)))
+                    for r, k in receptors.items()}
+
+    def integrate(self, n, I_ext):
+        g_syn = 0.0
+        gE_syn = 0.0
+        I = I_ext
+        for r, kin in self.kinetics.items():
+            g = kin.value(self.syn[r].value)
+            if kin.E_rev is None:
+                I = I + g
+            else:
+                g_syn = g_syn + g
+                gE_syn = gE_syn + g * kin.E_rev
+            self.syn[r].value = kin.decay(self.syn[r].value)
+        V = self.V.value
+        V_new = self.integrator(V, self.g_L, self.E_L, self.C, g_syn, gE_syn, I, self.dt)
+        not_ref = (n - self.last.value) >= self.ref_steps
+        self.V.value = jnp.where(not_ref, V_new, V)
+        return not_ref
+
+    def fire(self, n, not_ref):
+        """Threshold and reset; returns the spike function's spikes (bool, or float in training).
+        The refractory clock always follows the hard threshold ``V > V_th``."""
+        V = self.V.value
+        fired = (V > self.V_th) & not_ref
+        if self.spike_fn.binary:
+            s = fired
+        else:
+            s = self.spike_fn((V - self.V_th) / (self.V_th - self.V_reset), not_ref)
+        self.V.value = reset(self.spike_fn, V, s, fired, self.V_reset)
+        self.last.value = jnp.where(fired, n, self.last.value)
+        return s
+
+    def receive(self, receptor: str, inc):
+        kin = self.kinetics[receptor]
+        self.syn[receptor].value = kin.add(self.syn[receptor].value, inc)
+
+
+class PoissonSource(brainstate.nn.Module):
+    """Independent Poisson spike trains; rate piecewise constant in time."""
+
+    def __init__(self, name: str, group: PoissonGroup, dt: float, dtype):
+        super().__init__()
+        self.source, self.size, self.dt = name, group.size, dt
+        if isinstance(group.rate, PiecewiseRate):
+            self.t_steps = jnp.asarray([round(t.internal / dt) for t in group.rate.times], jnp.int32)
+            self.p = jnp.asarray([v.internal * dt * 1e-3 for v in group.rate.values], dtype)
+        else:
+            self.t_steps = jnp.zeros(1, jnp.int32)
+            self.p = jnp.asarray([group.rate.internal * dt * 1e-3], dtype)
+        if float(jnp.max(self.p)) > 1:
+            raise DataError(f"input {name!r}: rate * dt > 1", expected="rate < 1/dt")
+
+    def sample(self, n, key, batch: int):
+        i = jnp.searchsorted(self.t_steps, n, side="right") - 1
+        return jax.random.uniform(key, (batch, self.size)) < self.p[i]
+
+
+NEURONS = {"lif_cond": LIFCondPopulation}
+
+
+def _init_array(v, shape, default: float, rng, pop: str, var: str) -> np.ndarray:
+    if v is None:
+        return np.full(shape, default)
+    if isinstance(v, FileRef):
+        with np.load(v.file) as z:
+            key = v.key or var
+            if key not in z:
+                raise DataError(f"no array {key!r} for {pop}.{var}", field=f"initial_state.{pop}.{var}",
+                                expected="one of " + ", ".join(z.files), location=Location(v.file))
+            arr = np.asarray(z[key], dtype=np.float64)
+        if arr.shape not in (shape[1:], shape):
+            raise DataError(f"array {key!r} has shape {arr.shape}", field=f"initial_state.{pop}.{var}",
+                            expected=f"{shape[1:]} or {shape}", location=Location(v.file))
+        return np.broadcast_to(arr, shape).copy()
+    return sample_values(v, math.prod(shape), rng, sign=0.0).reshape(shape)
