@@ -240,29 +240,16 @@ def _targets(spec) -> dict[str, float]:
 
 def _check_resume(loaded: LoadedSpec, out: Path) -> None:
     import yaml
+    from neurodsl.spec.loader import first_difference
     old_path = out / "spec.yaml"
     if not old_path.exists():
         raise SpecError(f"nothing to resume in {out} (no spec.yaml)", field="--resume",
                         expected="the folder of an earlier `neurodsl run` of this spec")
     old, new = yaml.safe_load(old_path.read_text()), yaml.safe_load(loaded.resolved_yaml)
-    key = _first_difference(old, new)
+    key = first_difference(old, new)
     if key is not None:
         raise SpecError(f"the spec differs from the run in {out} at {key}", field="--resume",
                         expected="the same spec (or a new --out)")
-
-
-def _first_difference(a, b, path: str = "") -> str | None:
-    """Dotted path of the first key where two parsed specs differ (None if equal)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(dict.fromkeys([*a, *b])):
-            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-            if d is not None:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return next((d for i, (x, y) in enumerate(zip(a, b))
-                     if (d := _first_difference(x, y, f"{path}[{i}]")) is not None), None)
-    return None if a == b else (path or "(top level)")
 
 
 def training_figure(path: Path, history: list[dict], targets: dict[str, float]) -> Path:
