@@ -292,6 +292,8 @@ def run_fit(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, te
     if res["interrupted"] or not (res["complete"] or test or max_updates):
         return {"interrupted": True, "updates": res["updates"]}
     trained = {k: np.asarray(p.value) for k, p in tr.params.items()}
+    np.savez(out / ".params.npz.tmp.npz", **trained)  # training is complete: keep it before evaluating
+    (out / ".params.npz.tmp.npz").replace(out / "params.npz")
     rates = evaluate(spec, trained)
     targets = _targets(spec)
     pops = {k: {"rate_hz": r, "target_hz": targets.get(k),
@@ -311,8 +313,6 @@ def run_fit(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, te
                "evaluation": {"simulator": "event-driven (neurodsl simulate)", "trials": spec.trials,
                               "duration_ms": spec.duration.internal, "from_ms": spec.training.warmup.internal},
                "final_training_loss": res["history"][-1]["loss"] if res["history"] else None}
-    np.savez(out / ".params.npz.tmp.npz", **trained)
-    (out / ".params.npz.tmp.npz").replace(out / "params.npz")
     if res["history"]:
         training_figure(out / "figures" / "training.png", res["history"], targets)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

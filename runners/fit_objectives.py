@@ -103,7 +103,7 @@ def neuron_cv(obs):
     n0, n1, n2 = (obs[k].sum(0) for k in ("isi0", "isi1", "isi2"))
     safe = jnp.maximum(n0, 1e-6)
     m1, m2 = n1 / safe, n2 / safe
-    cv = jnp.sqrt(jnp.maximum(m2 - m1 * m1, 1e-12)) / jnp.maximum(m1, 1e-6)
+    cv = jnp.sqrt(jnp.maximum(m2 - m1 * m1, 1e-9)) / jnp.maximum(m1, 1e-6)
     return cv, jnp.clip(n0 - 1.0, 0.0, 1.0)
 
 

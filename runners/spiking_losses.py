@@ -49,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .fit_objectives import neuron_cv  # one definition of the soft ISI CV
+
 
 @dataclass(frozen=True)
 class LossContext:
@@ -142,15 +144,6 @@ def neuron_rates(ctx: LossContext, obs, key: str = "count"):
     """(N,) Hz over the window, pooled over trials (``tcount``: the teacher's)."""
     b = obs[key].shape[0]
     return obs[key].sum(0) / (b * window_seconds(obs) * ctx.dt * 1e-3)
-
-
-def neuron_cv(obs):
-    """(N,) soft ISI CV pooled over trials and its weight clip(n_isi - 1, 0, 1)."""
-    n0, n1, n2 = (obs[k].sum(0) for k in ("isi0", "isi1", "isi2"))
-    safe = jnp.maximum(n0, 1e-6)
-    m1, m2 = n1 / safe, n2 / safe
-    cv = jnp.sqrt(jnp.maximum(m2 - m1 * m1, 1e-9)) / jnp.maximum(m1, 1e-6)
-    return cv, jnp.clip(n0 - 1.0, 0.0, 1.0)
 
 
 def type_stats(ctx: LossContext, obs) -> dict:

@@ -19,12 +19,13 @@ is at least 2 % full, else ``sparse``.
 """
 from __future__ import annotations
 
+import brainevent
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from neurodsl.compile.connectivity import Synapses
-from neurodsl.compile.events import EventKernel, ell_layout
+from neurodsl.compile.events import EventKernel, _batch_csr_kernel, ell_layout
 
 DENSE_MAX = 4_000_000
 
@@ -59,6 +60,12 @@ class Event:
 
     def __call__(self, spikes, weight=None):
         s = spikes if spikes.dtype == jnp.bool_ else jax.lax.stop_gradient(spikes) > 0.5
+        if weight is not None and s.shape[0] > 1 and self.kernel.n_synapses:
+            # several trials: the batch-major kernel with these weights (synapse order = CSR order)
+            _, idx, ptr, _ = self.kernel.csr
+            out = jax.ShapeDtypeStruct((s.shape[0], self.syn.n_post), self.dtype)
+            return brainevent.numba_kernel(_batch_csr_kernel(), outs=out)(
+                jnp.asarray(weight, self.dtype), idx, ptr, s)
         return self.kernel(s, None if weight is None else self._layout(weight))
 
 

@@ -142,3 +142,21 @@ def test_training_forward_pass_equals_simulate_for_1s_of_coba(x64):
     got = np.stack([t, n], 1)
     assert len(want) > 10_000
     np.testing.assert_array_equal(got, want)
+
+
+def test_trained_weights_propagate_alike_in_every_scheme_and_batch(x64):
+    """Event (one trial and batch-major kernel), dense and sparse schemes with per-synapse weights."""
+    import jax.numpy as jnp
+    from neurodsl.compile.connectivity import Synapses
+    from neurodsl.compile.propagation import SCHEMES
+    rng = np.random.default_rng(2)
+    pre = np.sort(rng.integers(0, 30, 200)).astype(np.int32)
+    post = rng.integers(0, 20, 200).astype(np.int32)
+    syn = Synapses(pre, post, rng.random(200), 30, 20)
+    w = jnp.asarray(rng.random(200) + 0.5)
+    for B in (1, 3):
+        s = jnp.asarray(rng.random((B, 30)) < 0.3)
+        want = np.asarray(s, float) @ Synapses(pre, post, np.asarray(w), 30, 20).dense()
+        for name, scheme in SCHEMES.items():
+            np.testing.assert_allclose(np.asarray(scheme(syn, jnp.float64)(s, w)), want, rtol=1e-12,
+                                       err_msg=f"{name} B={B}")
