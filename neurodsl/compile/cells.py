@@ -45,40 +45,49 @@ class LIFCondPopulation(brainstate.nn.Module):
         self.syn = {r: brainstate.HiddenState(jnp.zeros((k.n_vars, 1, info.size)))
                     for r, k in receptors.items()}
 
-    def integrate(self, n, I_ext):
+    def integrate(self, st: dict, n, I_ext) -> tuple[dict, object]:
+        """Pure: advance V with the receptor values at the start of the step (refractory neurons
+        keep V) and decay the receptors; ``st = {"V", "last", "syn": {receptor: x}}``."""
         g_syn = 0.0
         gE_syn = 0.0
         I = I_ext
+        syn = {}
         for r, kin in self.kinetics.items():
-            g = kin.value(self.syn[r].value)
+            g = kin.value(st["syn"][r])
             if kin.E_rev is None:
                 I = I + g
             else:
                 g_syn = g_syn + g
                 gE_syn = gE_syn + g * kin.E_rev
-            self.syn[r].value = kin.decay(self.syn[r].value)
-        V = self.V.value
+            syn[r] = kin.decay(st["syn"][r])
+        V = st["V"]
         V_new = self.integrator(V, self.g_L, self.E_L, self.C, g_syn, gE_syn, I, self.dt)
-        not_ref = (n - self.last.value) >= self.ref_steps
-        self.V.value = jnp.where(not_ref, V_new, V)
-        return not_ref
+        not_ref = (n - st["last"]) >= self.ref_steps
+        return {"V": jnp.where(not_ref, V_new, V), "last": st["last"], "syn": syn}, not_ref
 
-    def fire(self, n, not_ref):
-        """Threshold and reset; returns the spike function's spikes (bool, or float in training).
-        The refractory clock always follows the hard threshold ``V > V_th``."""
-        V = self.V.value
+    def fire(self, st: dict, n, not_ref) -> tuple[dict, object]:
+        """Pure: threshold and reset; returns the spike function's spikes (bool, or float in
+        training).  The refractory clock always follows the hard threshold ``V > V_th``."""
+        V = st["V"]
         fired = (V > self.V_th) & not_ref
         if self.spike_fn.binary:
             s = fired
         else:
             s = self.spike_fn((V - self.V_th) / (self.V_th - self.V_reset), not_ref)
-        self.V.value = reset(self.spike_fn, V, s, fired, self.V_reset)
-        self.last.value = jnp.where(fired, n, self.last.value)
-        return s
+        return {**st, "V": reset(self.spike_fn, V, s, fired, self.V_reset),
+                "last": jnp.where(fired, n, st["last"])}, s
 
-    def receive(self, receptor: str, inc):
+    def receive(self, st: dict, receptor: str, inc) -> dict:
         kin = self.kinetics[receptor]
-        self.syn[receptor].value = kin.add(self.syn[receptor].value, inc)
+        return {**st, "syn": {**st["syn"], receptor: kin.add(st["syn"][receptor], inc)}}
+
+    def read(self) -> dict:
+        return {"V": self.V.value, "last": self.last.value, "syn": {r: x.value for r, x in self.syn.items()}}
+
+    def write(self, st: dict) -> None:
+        self.V.value, self.last.value = st["V"], st["last"]
+        for r, x in self.syn.items():
+            x.value = st["syn"][r]
 
 
 class PoissonSource(brainstate.nn.Module):

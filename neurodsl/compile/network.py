@@ -102,13 +102,16 @@ class Projection(brainstate.nn.Module):
         w = self.synapses.weight if self.log_weight is None else self.sign * jnp.exp(self.log_weight.value)
         return w * jnp.exp(self.log_scale.value) if self.log_scale is not None else w
 
-    def propagate(self, spikes):
-        """(B, n_pre) spikes -> (B, n_post) summed (trained) weights of the spiking inputs."""
+    def propagate(self, spikes, params: dict | None = None):
+        """(B, n_pre) spikes -> (B, n_post) summed (trained) weights of the spiking inputs.
+        ``params`` (label -> log value) replaces the states' values (functional use)."""
+        def val(st):
+            return st.value if params is None else params[st.label]
         w = None
         if self.log_weight is not None:
-            w = jnp.asarray(self.sign, self.dtype) * jnp.exp(self.log_weight.value)
+            w = jnp.asarray(self.sign, self.dtype) * jnp.exp(val(self.log_weight))
         x = self.scheme(spikes, w)
-        return x * jnp.exp(self.log_scale.value) if self.log_scale is not None else x
+        return x * jnp.exp(val(self.log_scale)) if self.log_scale is not None else x
 
 
 EventProjection = Projection  # the simulator's default scheme is "event"
@@ -203,11 +206,12 @@ class SpikingNetwork:
             self.history[src].value = jnp.zeros((depth, batch, self._size(src)), self.spike_dtype)
         self.key.value = jax.random.PRNGKey(seed)
 
-    def _delayed(self, spikes: dict, src: str, n, delay_steps: int):
+    @staticmethod
+    def _delayed(history: dict, spikes: dict, src: str, n, delay_steps: int):
         """Spikes of ``src`` emitted at step ``n - delay_steps``."""
         if not delay_steps:
             return spikes[src]
-        hist = self.history[src].value
+        hist = history[src]
         return hist[(n - delay_steps) % hist.shape[0]]
 
     def _size(self, name: str) -> int:
@@ -221,41 +225,70 @@ class SpikingNetwork:
         return depths
 
     # ------------------------------------------------------------------ dynamics
-    def update(self, n):
-        """Advance one step (see the module docstring for the order); returns spikes per population
-        (and per source): booleans, or floats carrying the surrogate gradient in training."""
-        batch = next(iter(self.populations.values())).V.value.shape[0]
-        not_ref = {}
+    def read_state(self) -> dict:
+        """The dynamic state as a pytree: ``{"pops": {name: {V, last, syn}}, "history", "key"}``."""
+        return {"pops": {k: p.read() for k, p in self.populations.items()},
+                "history": {k: h.value for k, h in self.history.items()}, "key": self.key.value}
+
+    def write_state(self, st: dict) -> None:
+        for k, p in self.populations.items():
+            p.write(st["pops"][k])
+        for k, h in self.history.items():
+            h.value = st["history"][k]
+        self.key.value = st["key"]
+
+    def params(self) -> dict:
+        """Trained log-values by label (the TrainableParam states' values)."""
+        return {k: p.value for k, p in self.trainable_states().items()}
+
+    def update(self, n, inputs: dict | None = None, force: dict | None = None):
+        """Advance the states one step (:meth:`step` on the states' values); returns the spikes."""
+        st, spikes = self.step(self.read_state(), self.params(), n, inputs, force)
+        self.write_state(st)
+        return spikes
+
+    def step(self, st: dict, params: dict, n, inputs: dict | None = None, force: dict | None = None):
+        """Pure: one step (module docstring order) -> ``(state, spikes per population and source)``.
+
+        ``inputs``: spikes of sources given instead of sampled (e.g. recorded mitral spikes);
+        ``force``: presynaptic spikes of populations that projections deliver instead of the
+        network's own (teacher forcing: each neuron's dynamics are unchanged)."""
+        pops = dict(st["pops"])
+        batch = next(iter(pops.values()))["V"].shape[0]
+        not_ref, spikes = {}, {}
         for name, pop in self.populations.items():
             I_ext = 0.0
             for target, amp, start, stop in self.currents:
                 if target == name:
                     I_ext = I_ext + jnp.where((n >= start) & (n < stop), amp, 0.0)
-            not_ref[name] = pop.integrate(n, I_ext)
-        spikes = {name: pop.fire(n, not_ref[name]) for name, pop in self.populations.items()}
+            pops[name], not_ref[name] = pop.integrate(pops[name], n, I_ext)
+        for name, pop in self.populations.items():
+            pops[name], spikes[name] = pop.fire(pops[name], n, not_ref[name])
+        key = st["key"]
         if self.sources:
-            key, *subs = jax.random.split(self.key.value, len(self.sources) + 1)
-            self.key.value = key
+            key, *subs = jax.random.split(key, len(self.sources) + 1)
             for sub, (name, src) in zip(subs, self.sources.items()):
-                spikes[name] = src.sample(n, sub, batch)
+                spikes[name] = inputs[name] if inputs and name in inputs else src.sample(n, sub, batch)
         fn = self.spike_fn
         sent = {k: (fn.for_synapses(s) if k in self.populations else s) for k, s in spikes.items()}
+        if force:
+            sent.update({k: jnp.asarray(v, sent[k].dtype) for k, v in force.items()})
+        history = st["history"]
         for bank in self.banks:
-            pre = [self._delayed(sent, src, n, bank.delay_steps) for src in bank.sources]
+            pre = [self._delayed(history, sent, src, n, bank.delay_steps) for src in bank.sources]
             pre = [p if p.dtype == jnp.bool_ else jax.lax.stop_gradient(p) > 0.5 for p in pre]
             arrived = bank.kernel(pre[0] if len(pre) == 1 else jnp.concatenate(pre, axis=-1))
             for post, r, off, size in bank.slots:
-                self.populations[post].receive(r, arrived[:, off:off + size])
+                pops[post] = self.populations[post].receive(pops[post], r, arrived[:, off:off + size])
         for pr in self.projections:
             if pr.banked:
                 continue
-            arrived = pr.propagate(self._delayed(sent, pr.pre, n, pr.delay_steps))
-            post = self.populations[pr.post]
+            arrived = pr.propagate(self._delayed(history, sent, pr.pre, n, pr.delay_steps), params)
             for r, scale in pr.scales.items():
-                post.receive(r, arrived * scale if scale != 1.0 else arrived)
-        for src, st in self.history.items():
-            st.value = st.value.at[n % st.value.shape[0]].set(sent[src].astype(st.value.dtype))
-        return spikes
+                pops[pr.post] = self.populations[pr.post].receive(pops[pr.post], r,
+                                                                  arrived * scale if scale != 1.0 else arrived)
+        history = {src: h.at[n % h.shape[0]].set(sent[src].astype(h.dtype)) for src, h in history.items()}
+        return {"pops": pops, "history": history, "key": key}, spikes
 
 
 def precision_dtype(precision: str):
