@@ -76,29 +76,29 @@ def run_point(payload: dict):
     configure_precision(spec.precision)
     import jax.numpy as jnp
     from neurodsl.compile.generator import generate
-    from neurodsl.compile.grid_network import build_grid_network
+    from neurodsl.compile.olfactory import constant_rate_network, effective_scaling
     from neurodsl.io.structure import load_structure
 
     seed, key = int(payload["seed"]), payload["key"]
     s = load_structure(spec.network.structure) if spec.network.structure else generate(spec.generator, seed)
     dt = spec.dt.internal
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
-    gn = build_grid_network(spec.network, s, input_rate_hz=spec.simulation.input_rate.internal, dt=dt,
-                            dtype=dtype, seed=seed)
+    net, order = constant_rate_network(spec.network, s, input_rate_hz=spec.simulation.input_rate.internal, dt=dt,
+                                       dtype=dtype, seed=seed)
     trials = spec.simulation.trials
-    gn.net.init_state(trials, seed)
+    net.init_state(trials, seed)
     warm = int(round(spec.simulation.warmup.internal / dt))
     total = warm + spec.n_steps
     chunk = max(1, min(total, int(round(spec.outputs.chunk.internal / dt))))
-    res = run_network(gn.net, total, bin_steps=total, chunk_steps=chunk, progress=False)
+    res = run_network(net, total, bin_steps=total, chunk_steps=chunk, progress=False)
     ev = res.events
     keep = ev["step"] >= warm
     events = {"trial": ev["trial"][keep], "step": ev["step"][keep] - warm, "neuron": ev["neuron"][keep]}
-    ei = s.cell_type[gn.order].astype(str)
-    assembly = (s.assembly if s.assembly is not None else np.full(s.n, -1))[gn.order]
+    ei = s.cell_type[order].astype(str)
+    assembly = (s.assembly if s.assembly is not None else np.full(s.n, -1))[order]
     ds = _activity_dataset(events, trials, ei, dt, spec.n_steps)
     stats = point_statistics(ds, assembly, spec.simulation.stat_bin.internal)
-    scaled = s.with_weights(scaling=s.scaling * spec.network.scaling_matrix(), grid_params=payload["params"],
+    scaled = s.with_weights(scaling=effective_scaling(spec.network, s), grid_params=payload["params"],
                             grid_seed=seed)
     record = {"key": key, "params": payload["params"], "seed": seed, "stats": stats,
               "n_synapses": int(len(s.rec_pre) + len(s.ff_pre)), "n_spikes": int(keep.sum()),

@@ -2,7 +2,7 @@
 
 :func:`run_homeostatic` compiles the spec's OlfactoryNetwork with its structure
 (``network.structure`` or the generator) into the differentiable model
-(:mod:`neurodsl.compile.surrogate`), drives it with Poisson mitral cells at
+on the one core (:mod:`neurodsl.compile.olfactory_train`), drives it with Poisson mitral cells at
 ``inputs.baseline`` (fresh draws per update, derived from (seed, epoch, update)),
 trains the ``training.trainable`` parameters with the engine
 (:mod:`neurodsl.runners.spiking_train`) and writes to ``DIR``:
@@ -37,14 +37,19 @@ def spec_structure(spec):
     return generate(spec.network.generator, spec.seed)
 
 
-def build_model(spec, structure):
+def build_model(spec, structure, network=None, *, base_scaling=None, teacher_forcing: bool = False):
+    """The olfactory network on the core, for training (:mod:`neurodsl.compile.olfactory_train`)."""
     import jax.numpy as jnp
-    from neurodsl.compile.surrogate import build_surrogate
+    from neurodsl.compile.olfactory import effective_scaling
+    from neurodsl.compile.olfactory_train import build_surrogate
+    network = network or spec.network
     sg = spec.training.surrogate
-    return build_surrogate(spec.network, structure, spec.dt.internal,
+    return build_surrogate(network, structure, spec.dt.internal,
+                           base_scaling=effective_scaling(network, structure) if base_scaling is None else base_scaling,
                            dtype=jnp.float64 if spec.precision == "float64" else jnp.float32,
                            surrogate=sg.kind, scale=sg.scale, detach_reset=sg.detach_reset,
-                           propagation=sg.propagation, recurrent_grad=sg.recurrent_grad)
+                           propagation=sg.propagation, recurrent_grad=sg.recurrent_grad,
+                           trainable=spec.training.trainable, teacher_forcing=teacher_forcing)
 
 
 def loss_context(spec, model, teacher_rates=None, cv_target=None, has_teacher=False):

@@ -219,8 +219,8 @@ def make_chunk_loss(model, ctx: LossContext, weights: dict[str, float]):
     """``loss(params, carry, data) -> (total, (carry, parts, spikes))`` for one chunk.
 
     ``carry = {"model": state, "obs": trackers}``; ``data = {"inputs": (T, B, n_in),
-    "teacher": (T, B, N) or None, "force_drive": (T, 2, B, N) optional}`` (teacher in internal
-    order; ``force_drive``: the teacher-forcing recurrent products, SurrogateNetwork.force_drive).
+    "teacher": (T, B, N) or None}`` (teacher in the model's core order; with
+    ``ctx.teacher_forcing`` the projections deliver the teacher's spikes).
     """
     active = {k: float(w) for k, w in weights.items() if w}
     unknown = set(active) - set(LOSSES)
@@ -230,10 +230,7 @@ def make_chunk_loss(model, ctx: LossContext, weights: dict[str, float]):
 
     def loss(params, carry, data):
         obs = reset_chunk(carry["obs"])
-        force = None
-        if ctx.teacher_forcing:  # precomputed products (T, 2, B, N) when the provider made them
-            fd = data.get("force_drive")
-            force = data["teacher"] if fd is None else (fd[:, 0], fd[:, 1])
+        force = data["teacher"] if ctx.teacher_forcing else None
         (state, obs), out = model.run(params, carry["model"], data["inputs"], observe, obs, data.get("teacher"),
                                       force=force, outputs=("spikes",))
         eff = effective_for_losses(model, params)

@@ -9,9 +9,8 @@ The neuron state carries over from update to update and restarts at every epoch
 (``setup.initial_V(epoch)``).  Loss terms: :mod:`neurodsl.runners.spiking_losses`.
 
 Data come from ``setup.provider(epoch, update)`` -> ``{"inputs": (C, T, B, n_in),
-"teacher": (C, T, B, N) | absent, "force_drive": (C, T, 2, B, N) | absent}`` (numpy,
-teacher in the model's internal order; ``force_drive``: host-side teacher-forcing
-products, see ``LossContext.teacher_forcing``); providers derive their randomness from ``(seed, epoch, update)``, so the
+"teacher": (C, T, B, N) | absent}`` (numpy, teacher in the model's core order, see
+``LossContext.teacher_forcing``); providers derive their randomness from ``(seed, epoch, update)``, so the
 training position *is* the RNG state and a resumed run draws the same data.
 
 Outputs in ``out_dir``: ``checkpoints/checkpoint_latest.npz`` (every
@@ -46,7 +45,7 @@ from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, sav
 
 @dataclass
 class TrainSetup:
-    model: object                        # neurodsl.compile.surrogate.SurrogateNetwork
+    model: object                        # neurodsl.compile.olfactory_train.OlfactoryTrainModel
     params: dict                         # initial free parameters
     ctx: SL.LossContext
     weights: dict[str, float]            # loss weights

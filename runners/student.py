@@ -1,8 +1,9 @@
 """``neurodsl fit-student SPEC``: fit a student network to a teacher's spike trains (issue 5).
 
 The student is the teacher's network (same OlfactoryNetwork, structure and
-connectivity mask, :mod:`neurodsl.compile.surrogate`), driven by the teacher's
-recorded mitral spikes and started from the teacher's initial voltages, with
+connectivity mask, compiled by the one core: :mod:`neurodsl.compile.olfactory_train`), driven
+by the teacher's recorded mitral spikes and started from the teacher simulator's own initial
+state, with
 ``training.trainable`` (scaling | weights | recurrent | feedforward) initialised
 from ``init`` (``teacher_perturbed``: log-normal perturbation of the teacher's
 values with log-std ``sigma``; ``fresh``).  Loss terms and targets come from the
@@ -10,8 +11,8 @@ teacher: per-neuron rates, ISI CV per cell type, van Rossum distance to the
 teacher's trains of the same trials, the teacher's weight ratio.
 
 With ``teacher_forcing`` (default) the recurrent drive during training comes from the
-teacher's recorded spikes (open loop, see StudentSpec; with untrained recurrent weights
-the provider computes those products on the host, ``SurrogateNetwork.force_drive``):
+teacher's recorded spikes (open loop, see StudentSpec: the projections deliver the teacher's
+spikes through the teacher's event kernels):
 the fit is then not at the mercy of chaotic divergence, and a planted 30 % perturbation
 of the six scaling factors is recovered to < 1 % (closed loop: 2-7 %).
 
@@ -60,16 +61,16 @@ class TeacherData:
         self.inp = tuple(ds[f"input_spike_{k}"].values.astype(np.int64) for k in ("trial", "step", "channel"))
 
     def scaling(self) -> np.ndarray:
-        return np.asarray(self.structure.scaling, np.float64) * self.spec.network.scaling_matrix()
+        from neurodsl.compile.olfactory import effective_scaling
+        return effective_scaling(self.spec.network, self.structure)
 
-    def initial_V(self, perm: np.ndarray) -> np.ndarray:
-        """(all trials, N) internal (E-then-I) order: the teacher's draw (SpikingNetwork.init_state)."""
-        from neurodsl.compile.connectivity import sample_values
-        rng = np.random.default_rng([self.spec.seed, 1])
-        ct = self.structure.cell_type
-        parts = [sample_values(self.spec.initial_V, self.n_trials_all * int((ct == t).sum()), rng, sign=0.0)
-                 .reshape(self.n_trials_all, -1) for t in ("E", "I") if (ct == t).any()]
-        return np.concatenate(parts, axis=1)
+    def initial_V(self) -> np.ndarray:
+        """(all trials, N) core (E-then-I) order: the teacher simulator's own initial state
+        (its ``init_state(trials, seed)``, as ``neurodsl teacher`` ran it)."""
+        from neurodsl.compile.olfactory import build_olfactory
+        net = build_olfactory(self.spec, self.structure, batch=self.n_trials_all).net
+        net.init_state(self.n_trials_all, self.spec.seed)
+        return np.concatenate([np.asarray(p.V.value) for p in net.populations.values()], axis=1)
 
     def dense(self, which: str, trials: np.ndarray, start: int, stop: int, inv: np.ndarray | None = None):
         """(stop - start, len(trials), n) bool spikes of ``which`` (spk | inp) in a window."""
@@ -95,13 +96,11 @@ class TeacherData:
 
 def student_setup(spec, teacher: TeacherData) -> tuple[TrainSetup, dict]:
     import jax.numpy as jnp
-    from neurodsl.compile.surrogate import TRAINABLE, build_surrogate
-    t, sg = spec.training, spec.training.surrogate
-    model = build_surrogate(teacher.spec.network, teacher.structure, teacher.dt,
-                            dtype=jnp.float64 if spec.precision == "float64" else jnp.float32,
-                            surrogate=sg.kind, scale=sg.scale, detach_reset=sg.detach_reset,
-                            propagation=sg.propagation, base_scaling=teacher.scaling(),
-                            recurrent_grad=sg.recurrent_grad)
+    from neurodsl.compile.olfactory_train import TRAINABLE
+    from .homeostatic import build_model
+    t = spec.training
+    model = build_model(spec.model_copy(update={"dt": teacher.spec.dt}), teacher.structure, teacher.spec.network,
+                        base_scaling=teacher.scaling(), teacher_forcing=spec.teacher_forcing)
     K = teacher.n_trials
     B = min(t.batch, K)
     C, T = t.chunks_per_update, t.chunk_size
@@ -116,9 +115,7 @@ def student_setup(spec, teacher: TeacherData) -> tuple[TrainSetup, dict]:
         if spec.init.kind == "fresh" and k == "log_scaling":
             base = np.full_like(base, np.log(spec.init.fresh_value))
         init[k] = jnp.asarray(base + spec.init.sigma * rng.standard_normal(base.shape), model.dtype)
-    V_all = teacher.initial_V(model.perm)
-    # teacher forcing with untrained recurrent weights: the forced recurrent products on the host
-    host_force = spec.teacher_forcing and "log_rec_weight" not in TRAINABLE[t.trainable]
+    V_all = teacher.initial_V()
 
     def trials_of(epoch):
         if B >= K:
@@ -130,10 +127,7 @@ def student_setup(spec, teacher: TeacherData) -> tuple[TrainSetup, dict]:
         a = update * C * T
         inp = teacher.dense("inp", tr, a, a + C * T)
         tea = teacher.dense("spk", tr, a, a + C * T, inv=model.inv)
-        d = {"inputs": inp.reshape(C, T, *inp.shape[1:]), "teacher": tea.reshape(C, T, *tea.shape[1:])}
-        if host_force:
-            d["force_drive"] = model.force_drive(d["teacher"])
-        return d
+        return {"inputs": inp.reshape(C, T, *inp.shape[1:]), "teacher": tea.reshape(C, T, *tea.shape[1:])}
 
     rates = model.to_internal(teacher.neuron_rates(np.arange(K)))
     cv = [teacher_cv(teacher, ty) for ty in ("E", "I")]
@@ -177,13 +171,36 @@ def compare_params(model, true: dict, fitted: dict) -> dict:
     return out
 
 
+def _teacher_run(teacher: TeacherData, V0: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """The teacher's own event-driven simulator (``neurodsl teacher``'s network) driven by the given
+    mitral spikes (T, B, n_in) from voltages V0 (B, N, core order): (T, B, N) bool, core order."""
+    import brainstate
+    import jax
+    import jax.numpy as jnp
+    from neurodsl.compile.olfactory import build_olfactory
+    B = V0.shape[0]
+    net = build_olfactory(teacher.spec, teacher.structure, batch=B).net
+    net.init_state(B, teacher.spec.seed)
+    st = net.read_state()
+    for k, p in net.populations.items():
+        st["pops"][k]["V"] = jnp.asarray(V0[:, p.info.offset:p.info.offset + p.info.size], net.dtype)
+    names = list(net.populations)
+
+    def body(c, xs):
+        n, s_in = xs
+        c, spikes = net.step(c, {}, n, {"mitral": s_in})
+        return c, jnp.concatenate([spikes[k] for k in names], -1)
+
+    run = brainstate.transform.jit(lambda c, i: jax.lax.scan(body, c, (jnp.arange(i.shape[0], dtype=jnp.int32), i))[1])
+    return np.asarray(run(st, jnp.asarray(inputs)))
+
+
 def simulate_comparison(teacher: TeacherData, model, true: dict, fitted: dict, out: Path, *, odour: int = 0,
                         trials: int = 4, duration_ms: float = 2000.0, seed: int = 0) -> Path:
     """``comparison.npz`` for the dashboard: fresh Poisson inputs of ``odour`` (index from 0),
-    the teacher run twice with different input noise (a, b) and the student with run a's inputs.
-
-    All three runs use the differentiable model's forward pass, which equals the event-driven
-    teacher spike for spike (tests/compile/test_surrogate.py); spikes in structure order."""
+    the teacher run twice with different input noise (a, b) -- by the teacher's own event-driven
+    simulator -- and the student (the fitted training model, Heaviside forward) with run a's
+    inputs, all from the teacher's initial voltages; spikes in structure order."""
     import jax
     import jax.numpy as jnp
     from neurodsl.compile.odour import odour_patterns
@@ -192,12 +209,11 @@ def simulate_comparison(teacher: TeacherData, model, true: dict, fitted: dict, o
     rate = pat.rates()[min(odour, pat.n_odours - 1)] if pat.n_odours else pat.base
     T = int(round(duration_ms / teacher.dt))
     p = rate * teacher.dt * 1e-3
-    V0 = teacher.initial_V(model.perm)[np.arange(trials) % teacher.n_trials_all]
-    run = jax.jit(lambda prm, st, i: model.run(prm, st, i)[1]["spikes"] > 0.5)
+    V0 = teacher.initial_V()[np.arange(trials) % teacher.n_trials_all]
     inp = {k: np.random.default_rng([seed, 41, k]).random((T, trials, model.n_inputs)) < p for k in (0, 1)}
-    spikes = {"teacher_a": run(true, model.init_state(V0), jnp.asarray(inp[0])),
-              "teacher_b": run(true, model.init_state(V0), jnp.asarray(inp[1])),
-              "student": run(fitted, model.init_state(V0), jnp.asarray(inp[0]))}
+    student = jax.jit(lambda prm, st, i: model.run(prm, st, i, outputs=("spikes",))[1]["spikes"] > 0.5)
+    spikes = {"teacher_a": _teacher_run(teacher, V0, inp[0]), "teacher_b": _teacher_run(teacher, V0, inp[1]),
+              "student": student(fitted, model.init_state(V0), jnp.asarray(inp[0]))}
     arrays = {k: model.to_structure(np.asarray(v)) for k, v in spikes.items()}
     path = out / "comparison.npz"
     np.savez_compressed(path, **arrays, dt_ms=teacher.dt, odour=odour, cell_type=teacher.structure.cell_type)

@@ -25,7 +25,7 @@ from neurodsl.compile.generator import generate
 from neurodsl.compile.kinetics import RECEPTORS
 from neurodsl.compile.network import NEURONS, EventProjection, PopulationInfo, SpikingNetwork, precision_dtype
 from neurodsl.compile.odour import OdourPatterns, OdourSource, odour_patterns, odour_schedule
-from neurodsl.errors import DataError, Location
+from neurodsl.errors import DataError, Location, SpecError
 from neurodsl.io.connectome_csv import load_connectome_csv
 from neurodsl.io.structure import NetworkStructure, load_structure
 from neurodsl.spec.olfactory import PRE_TYPES, OlfactoryNetwork
@@ -46,9 +46,21 @@ def resolve_structure(spec: TeacherSpec) -> tuple[NetworkStructure, str]:
     return generate(spec.network.generator, spec.seed), "generated"
 
 
-def effective_scaling(spec: TeacherSpec, s: NetworkStructure) -> np.ndarray:
-    """(2, 3) scaling: the structure's times the spec's (rows post E/I, cols pre E/I/input)."""
-    return np.asarray(s.scaling, np.float32) * spec.network.scaling_matrix()
+def effective_scaling(network: OlfactoryNetwork, s: NetworkStructure, where: str = "network.scaling") -> np.ndarray:
+    """(2, 3) effective scaling (rows post E/I, cols pre E/I/input), float64: the ONE place it is formed.
+
+    It is held by the structure file (``scaling``, written with effective values by
+    infer-network, homeostatic and fit-student) or by the spec (``network.scaling``), never by
+    both: a structure with non-unit scaling plus a non-empty ``network.scaling`` would multiply
+    them twice, and is a located error."""
+    own = np.asarray(s.scaling, np.float64)
+    spec = np.asarray(network.scaling_matrix(), np.float64)
+    if network.scaling and not np.allclose(own, 1.0):
+        raise SpecError("the structure already holds effective scaling factors "
+                        f"({np.round(own, 4).tolist()}); network.scaling would multiply them again",
+                        field=where, expected="an empty network.scaling with this structure (or a structure "
+                        "with unit scaling)")
+    return own * spec
 
 
 @dataclass
@@ -83,9 +95,10 @@ def _synapses(pre, post, w, n_pre, n_post) -> Synapses:
                     np.abs(w[order]).astype(np.float64), n_pre, n_post)
 
 
-def build_projections(network: OlfactoryNetwork, s: NetworkStructure, scaling: np.ndarray, dtype,
-                      source: str = "mitral"):
-    """One EventProjection per (pre type, post type) with synapses; pre type 'input' is ``source``."""
+def projection_edges(network: OlfactoryNetwork, s: NetworkStructure, source: str = "mitral"):
+    """Per (pre type j, post type i) pair with synapses: ``(i, j, pre name, post name, Synapses
+    (|w|, sorted), structure index of each synapse (into rec_* or ff_*), g_bar per receptor)``.
+    The one place that splits a structure into projections (teacher, grid search, training)."""
     _, local = _local(s)
     sizes = {t: int((s.cell_type == t).sum()) for t in TYPES}
     sizes["input"] = s.n_inputs
@@ -94,7 +107,6 @@ def build_projections(network: OlfactoryNetwork, s: NetworkStructure, scaling: n
              "I": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
              "input": (s.ff_pre, s.ff_post, s.ff_weight, np.full(len(s.ff_pre), "input"))}
     g_bar = network.g_bar
-    projections = []
     for j, pre_type in enumerate(PRE_TYPES):
         pre, post, w, ptype = edges[pre_type]
         for i, post_type in enumerate(TYPES):
@@ -105,12 +117,21 @@ def build_projections(network: OlfactoryNetwork, s: NetworkStructure, scaling: n
                 raise DataError(f"the structure has {pre_type}->{post_type} synapses but g_bar has no "
                                 f"entry for {pre_type!r}", field=f"network.g_bar.{pre_type}",
                                 expected="peak conductances per receptor, e.g. {AMPA: 4 nS}")
-            pre_idx = pre[sel] if pre_type == "input" else local[pre[sel]]
-            syn = _synapses(pre_idx, local[post[sel]], w[sel], sizes[pre_type], sizes[post_type])
-            scales = {r: float(q.internal * scaling[i, j]) for r, q in g_bar[pre_type].items()}
+            idx = np.nonzero(sel)[0]
+            pre_idx = pre[idx] if pre_type == "input" else local[pre[idx]]
+            order = np.lexsort((local[post[idx]], pre_idx))
+            syn = _synapses(pre_idx[order], local[post[idx]][order], w[idx][order],
+                            sizes[pre_type], sizes[post_type])
             src = source if pre_type == "input" else pre_type
-            projections.append(EventProjection(f"{src}->{post_type}", syn, src, post_type, 0, scales, dtype))
-    return projections
+            yield i, j, src, post_type, syn, idx[order], {r: float(q.internal) for r, q in g_bar[pre_type].items()}
+
+
+def build_projections(network: OlfactoryNetwork, s: NetworkStructure, scaling: np.ndarray, dtype,
+                      source: str = "mitral"):
+    """One event Projection per (pre type, post type) with synapses; pre type 'input' is ``source``."""
+    return [EventProjection(f"{src}->{post}", syn, src, post, 0, {r: g * float(scaling[i, j]) for r, g in gb.items()},
+                            dtype)
+            for i, j, src, post, syn, _, gb in projection_edges(network, s, source)]
 
 
 def olfactory_network(network: OlfactoryNetwork, structure: NetworkStructure, scaling: np.ndarray,
@@ -140,6 +161,22 @@ def olfactory_network(network: OlfactoryNetwork, structure: NetworkStructure, sc
     return net, perm
 
 
+def constant_rate_network(network: OlfactoryNetwork, s: NetworkStructure, *, input_rate_hz: float, dt: float,
+                          dtype, seed: int = 0, random_init: bool = True):
+    """The network with Poisson mitral inputs at a constant rate (grid search): ``(net, perm)``.
+    ``random_init``: initial V uniform in [E_L, V_th) so the populations do not start in synchrony."""
+    from neurodsl import units as U
+    from neurodsl.compile.cells import PoissonSource
+    from neurodsl.spec.network import PoissonGroup, Uniform
+    source = None
+    if s.n_inputs > 0:
+        group = PoissonGroup(kind="poisson", size=s.n_inputs, rate=U.parse_quantity(f"{input_rate_hz} Hz"))
+        source = PoissonSource("input", group, dt, dtype)
+    init = {t: Uniform(dist="uniform", low=c.E_L, high=c.V_th) for t, c in network.cells.items()} \
+        if random_init else {}
+    return olfactory_network(network, s, effective_scaling(network, s), "input", source, dt, dtype, init, seed)
+
+
 def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int | None = None,
                     trial_odours=None) -> OlfactoryModel:
     """Compile ``spec`` with ``structure`` (see the module docstring).
@@ -156,7 +193,7 @@ def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int |
         raise DataError(f"mitral.n = {n_mitral} but the structure has {structure.n_inputs} inputs",
                         field="mitral.n", location=Location(str(spec.network.structure or "<structure>")),
                         expected=f"{structure.n_inputs} (or leave mitral.n unset)")
-    scaling = effective_scaling(spec, structure)
+    scaling = effective_scaling(spec.network, structure)
     patterns = odour_patterns(spec.odours, n_mitral, spec.mitral.baseline.internal, spec.seed)
     batch = batch or spec.trials
     schedule = odour_schedule(spec.schedule, patterns.n_odours, batch, spec.n_steps, dt, spec.seed,

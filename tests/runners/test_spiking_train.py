@@ -121,7 +121,7 @@ def test_every_loss_term_has_a_gradient_that_matches_finite_differences(x64):
     import jax
     import jax.numpy as jnp
     from neurodsl.compile.generator import generate
-    from neurodsl.compile.surrogate import build_surrogate
+    from neurodsl.compile.olfactory_train import build_surrogate
     from neurodsl.runners import spiking_losses as SL
     from neurodsl.spec.connectome import GeneratorSpec
     from neurodsl.spec.olfactory import OlfactoryNetwork
@@ -132,9 +132,10 @@ def test_every_loss_term_has_a_gradient_that_matches_finite_differences(x64):
     V0 = rng.uniform(-55, -40, (B, s.n))
     data = {"inputs": jnp.asarray(rng.random((T, B, s.n_inputs)) < 0.2),
             "teacher": jnp.asarray(rng.random((T, B, s.n)) < 0.03)}
-    for forward in ("smooth", "heaviside"):
-        m = build_surrogate(net, s, 1.0, dtype=jnp.float64, forward=forward, scale=2.0,
-                            detach_reset=forward == "heaviside", recurrent_grad=1.0 if forward == "smooth" else 0.1)
+    for forward, trainable in (("smooth", "scaling"), ("smooth", "weights"), ("heaviside", "scaling")):
+        m = build_surrogate(net, s, 1.0, dtype=jnp.float64, forward=forward, scale=2.0, base_scaling=np.ones((2, 3)),
+                            detach_reset=forward == "heaviside", recurrent_grad=1.0 if forward == "smooth" else 0.1,
+                            trainable=trainable)
         ti = m.type_idx
         ctx = SL.LossContext(type_idx=ti, V_th=m.cells.V_th, dt=1.0, rate_target=np.where(ti == 0, 5.0, 20.0),
                              type_rate_target=np.array([5.0, 20.0]), rate_mode="neuron", cv_target=np.array([1.5, 1.5]),
@@ -142,20 +143,19 @@ def test_every_loss_term_has_a_gradient_that_matches_finite_differences(x64):
         carry = {"model": m.init_state(V0), "obs": SL.init_obs(B, s.n, jnp.float64)}
         terms = list(SL.LOSSES)
         f = SL.make_chunk_loss(m, ctx, {t: 1.0 for t in terms})
-        for trainable in (("scaling", "weights") if forward == "smooth" else ("scaling",)):
-            p = m.init_params(trainable)
-            parts = jax.jit(lambda p: jnp.stack([f(p, carry, data)[1][1][t] for t in terms]))
-            J = jax.jit(jax.jacrev(parts))(p)
-            for i, term in enumerate(terms):
-                g = {k: np.asarray(v[i]) for k, v in J.items()}
-                flat = np.concatenate([v.ravel() for v in g.values()])
-                assert np.isfinite(flat).all() and np.abs(flat).max() > 0, (forward, trainable, term)
-                if forward == "smooth":
-                    k = next(iter(p))
-                    j = int(np.argmax(np.abs(g[k].ravel())))
-                    e = np.zeros(np.asarray(p[k]).size)
-                    e[j] = 1e-5
-                    e = e.reshape(np.shape(p[k]))
-                    fd = (parts({**p, k: p[k] + e})[i] - parts({**p, k: p[k] - e})[i]) / 2e-5
-                    np.testing.assert_allclose(g[k].ravel()[j], float(fd), rtol=1e-4,
-                                               err_msg=f"{trainable} {term}")
+        p = m.init_params(trainable)
+        parts = jax.jit(lambda p: jnp.stack([f(p, carry, data)[1][1][t] for t in terms]))
+        J = jax.jit(jax.jacrev(parts))(p)
+        for i, term in enumerate(terms):
+            g = {k: np.asarray(v[i]) for k, v in J.items()}
+            flat = np.concatenate([v.ravel() for v in g.values()])
+            assert np.isfinite(flat).all() and np.abs(flat).max() > 0, (forward, trainable, term)
+            if forward == "smooth":
+                k = next(iter(p))
+                j = int(np.argmax(np.abs(g[k].ravel())))
+                e = np.zeros(np.asarray(p[k]).size)
+                e[j] = 1e-5
+                e = e.reshape(np.shape(p[k]))
+                fd = (parts({**p, k: p[k] + e})[i] - parts({**p, k: p[k] - e})[i]) / 2e-5
+                np.testing.assert_allclose(g[k].ravel()[j], float(fd), rtol=1e-4,
+                                           err_msg=f"{trainable} {term}")
