@@ -247,12 +247,14 @@ class SpikingNetwork:
         self.write_state(st)
         return spikes
 
-    def step(self, st: dict, params: dict, n, inputs: dict | None = None, force: dict | None = None):
+    def step(self, st: dict, params: dict, n, inputs: dict | None = None, force: dict | None = None,
+             record_v: bool = False):
         """Pure: one step (module docstring order) -> ``(state, spikes per population and source)``.
 
         ``inputs``: spikes of sources given instead of sampled (e.g. recorded mitral spikes);
         ``force``: presynaptic spikes of populations that projections deliver instead of the
-        network's own (teacher forcing: each neuron's dynamics are unchanged)."""
+        network's own (teacher forcing: each neuron's dynamics are unchanged).  ``record_v``: also
+        return V before the reset per population, as a third value."""
         pops = dict(st["pops"])
         batch = next(iter(pops.values()))["V"].shape[0]
         not_ref, spikes = {}, {}
@@ -262,6 +264,7 @@ class SpikingNetwork:
                 if target == name:
                     I_ext = I_ext + jnp.where((n >= start) & (n < stop), amp, 0.0)
             pops[name], not_ref[name] = pop.integrate(pops[name], n, I_ext)
+        v_pre = {k: p["V"] for k, p in pops.items()} if record_v else None
         for name, pop in self.populations.items():
             pops[name], spikes[name] = pop.fire(pops[name], n, not_ref[name])
         key = st["key"]
@@ -288,7 +291,8 @@ class SpikingNetwork:
                 pops[pr.post] = self.populations[pr.post].receive(pops[pr.post], r,
                                                                   arrived * scale if scale != 1.0 else arrived)
         history = {src: h.at[n % h.shape[0]].set(sent[src].astype(h.dtype)) for src, h in history.items()}
-        return {"pops": pops, "history": history, "key": key}, spikes
+        new = {"pops": pops, "history": history, "key": key}
+        return (new, spikes, v_pre) if record_v else (new, spikes)
 
 
 def precision_dtype(precision: str):
