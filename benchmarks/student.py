@@ -4,7 +4,7 @@ Default: 1000 neurons, 300 mitral inputs, batch 8, 10 chunks of 50 steps (dt 1 m
 per update, trainable scaling (the PyTorch peer: 6.65 s/update).
 
 ``--mode student`` (default): what ``neurodsl fit-student`` runs -- a teacher of the
-same network (its recorded spikes made here with the differentiable model's forward
+same network (its recorded spikes made here with the training model's forward
 pass at the true scaling, which equals the event-driven teacher spike for spike;
 Poisson mitral inputs at 6 Hz, ``--trials`` trials of one epoch of update windows),
 the student started from the scaling perturbed log-normally (sigma 0.3), losses
@@ -17,6 +17,7 @@ network's own spikes drive it; gradient through them x recurrent_grad 0.1).
 s/update includes the data provider; compilation is excluded; peak RSS from resource.getrusage.
 
     python benchmarks/student.py [--mode student|closed --neurons 1000 --inputs 300 --batch 8 --updates 10]
+                                 [--closed-loop-student]
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def student_setup(a):
     from neurodsl.runners.homeostatic import build_model, loss_context, loss_weights, spec_structure
     from neurodsl.runners.spiking_train import TrainSetup
     spec = _spec(a, f"{{rate: 1.0, rate_mode: neuron, van_rossum: {a.van_rossum}}}")
-    model = build_model(spec, spec_structure(spec))
+    model = build_model(spec, spec_structure(spec), teacher_forcing=not a.closed_loop_student)
     t = spec.training
     K, C, T = a.trials, t.chunks_per_update, t.chunk_size
     per_epoch = a.updates_per_epoch
@@ -65,18 +66,14 @@ def student_setup(a):
     init = {k: jnp.asarray(np.asarray(v, np.float64) + 0.3 * rng.standard_normal(v.shape), model.dtype)
             for k, v in true.items()}
     B = min(a.batch, K)
-    host_force = not a.closed_loop_student and not a.device_force and "rec" not in a.trainable
 
     def trials_of(epoch):
         return np.arange(K) if B >= K else np.sort(np.random.default_rng([spec.seed, 21, epoch]).choice(K, B, False))
 
     def provider(epoch, update):
         tr, lo = trials_of(epoch), update * C * T
-        d = {"inputs": inp[lo:lo + C * T][:, tr].reshape(C, T, B, -1),
-             "teacher": teacher[lo:lo + C * T][:, tr].reshape(C, T, B, -1)}
-        if host_force:  # as runners/student.py
-            d["force_drive"] = model.force_drive(d["teacher"])
-        return d
+        return {"inputs": inp[lo:lo + C * T][:, tr].reshape(C, T, B, -1),
+                "teacher": teacher[lo:lo + C * T][:, tr].reshape(C, T, B, -1)}
 
     rates = teacher.mean((0, 1)) / (spec.dt.internal * 1e-3)
     ctx = loss_context(spec, model, teacher_rates=rates, cv_target=[np.nan, np.nan], has_teacher=True)
@@ -108,7 +105,6 @@ def main(argv=None):
     ap.add_argument("--van-rossum", type=float, default=0.2, help="student: van Rossum loss weight (rate: 1)")
     ap.add_argument("--propagation", default="auto")
     ap.add_argument("--closed-loop-student", action="store_true", help="student without teacher forcing")
-    ap.add_argument("--device-force", action="store_true", help="forced products inside jit (dense), not on host")
     a = ap.parse_args(argv)
     import jax
     from neurodsl.runners.homeostatic import homeostatic_setup
@@ -135,9 +131,9 @@ def main(argv=None):
             carry = initial_carry(setup, epoch)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = setup.model
-    how = " (closed loop)" if a.closed_loop_student else " (forced, products in jit)" if a.device_force else ""
+    how = " (closed loop)" if a.closed_loop_student else " (teacher forcing)"
     print(f"mode {a.mode}{how}: network {a.neurons} neurons, "
-          f"{a.inputs} inputs, {len(model.rec_pre)} recurrent + {len(model.ff_pre)} ff synapses, "
+          f"{a.inputs} inputs, {len(model.structure.rec_pre)} recurrent + {len(model.structure.ff_pre)} ff synapses, "
           f"propagation {model.propagation}, trainable {a.trainable}, {model.dtype.__name__}")
     print(f"batch {a.batch}, {a.chunks} chunks x {a.chunk} steps per update")
     print(f"first update (compile) {compile_s:.2f} s; {np.mean(times):.3f} s/update "

@@ -101,7 +101,7 @@ def reset_chunk(obs: dict) -> dict:
 
 
 def make_observer(ctx: LossContext):
-    """``observe(obs, out, teacher_t) -> (obs, {})`` for SurrogateNetwork.run."""
+    """``observe(obs, out, teacher_t) -> (obs, {})`` for OlfactoryTrainModel.run."""
     dt = ctx.dt
     dr, dd = math.exp(-dt / ctx.vr_rise), math.exp(-dt / ctx.vr_decay)
     norm = _kernel_norm(ctx.vr_rise, ctx.vr_decay)

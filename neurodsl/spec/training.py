@@ -1,7 +1,7 @@
 """Surrogate-gradient training of the olfactory network: ``kind: homeostatic`` and ``kind: student``.
 
 Both compile the shared :class:`~neurodsl.spec.olfactory.OlfactoryNetwork` into a
-differentiable network (:mod:`neurodsl.compile.surrogate`) and train it with
+network on the one core (:mod:`neurodsl.compile.olfactory_train`) and train it with
 truncated BPTT (:mod:`neurodsl.runners.spiking_train`).
 
 ``homeostatic`` (issue 6b) tunes a network toward target statistics per cell type
