@@ -176,8 +176,9 @@ def assembly_graph(s) -> Figure:
                  f"{np.nanmean(off) if off.size else float('nan'):.3f}")
     ax.axis("off")
     im = axm.imshow(P, cmap="viridis", vmin=0, interpolation="nearest")
-    axm.set(xlabel="post assembly", ylabel="pre assembly", title="E->E connection probability")
-    fig.colorbar(im, ax=axm, shrink=0.85)
+    axm.set(xlabel="post assembly", ylabel="pre assembly", title="E->E connection probability",
+            xticks=range(K), yticks=range(K))
+    fig.colorbar(im, ax=axm, shrink=0.85, label="connection probability")
     return fig
 
 
@@ -212,6 +213,28 @@ def assembly_coactivation(ds: xr.Dataset, assembly, bin_ms: float = 20.0, cell_t
     return within_sum / n_within - (total_sum - within_sum) / n_between
 
 
+def _robust_range(values: np.ndarray) -> tuple[float, float, bool]:
+    """(vmin, vmax, clipped): the finite range, its top cut at the Tukey fence q75 + 3 IQR so that one
+    outlier does not flatten the colour scale of the rest."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return 0.0, 1.0, False
+    q25, q75 = np.percentile(v, [25, 75])
+    fence = q75 + 3.0 * (q75 - q25)
+    hi = float(v.max()) if fence >= v.max() or q75 == q25 else float(fence)
+    return float(v.min()), hi, hi < v.max()
+
+
+def _label(da: xr.DataArray) -> str:
+    """Axis/colorbar label: name and units (or the long name for a dimensionless quantity)."""
+    units = str(da.attrs.get("units", ""))
+    if units and units != "1":
+        return f"{da.name} ({units})"
+    long = da.attrs.get("long_name")
+    return f"{da.name}: {long}" if long else f"{da.name} (dimensionless)"
+
+
 def grid_score_maps(ds: xr.Dataset, var: str = "score", at: str = "score",
                     max_pairs: int = 10) -> list[tuple[str, Figure]]:
     """Heatmaps of ``ds[var]`` for each pair of grid dims: 2-D slices through the minimum of ``ds[at]``
@@ -227,25 +250,27 @@ def grid_score_maps(ds: xr.Dataset, var: str = "score", at: str = "score",
         ax.plot(np.arange(da.size), da.values, "o-")
         ax.plot(best[0], da.values[best], marker="*", color="r", ms=14, mec="k", ls="")
         ax.set_xticks(np.arange(da.size), [str(v) for v in da[dims[0]].values])
-        ax.set(xlabel=dims[0], ylabel=var, title=f"{var} (at the best {at}: {da.values[best]:.3g})")
+        ax.set(xlabel=dims[0], ylabel=_label(da), title=f"{var} (at the best {at}: {da.values[best]:.3g})")
         return [(f"{var}_{dims[0]}", fig)]
     pairs = [(i, j) for i in range(len(dims)) for j in range(i + 1, len(dims))][:max_pairs]
     for i, j in pairs:
         sel = {d: best[k] for k, d in enumerate(dims) if k not in (i, j)}
         sl = da.isel(sel).transpose(dims[i], dims[j])
-        fig, axes = _figure(figsize=(5.2, 4.2))
+        fig, axes = _figure(figsize=(5.6, 4.4))
         ax = axes[0, 0]
-        im = ax.imshow(sl.values, origin="lower", cmap="viridis_r", aspect="auto")
-        lo, hi = np.nanmin(sl.values), np.nanmax(sl.values)
+        lo, hi, clipped = _robust_range(sl.values)
+        im = ax.imshow(sl.values, origin="lower", cmap="viridis_r", aspect="auto", vmin=lo, vmax=hi)
         for (r, c), v in np.ndenumerate(sl.values):
-            dark = np.isfinite(v) and hi > lo and (v - lo) / (hi - lo) > 0.5  # viridis_r: high = dark
-            ax.text(c, r, f"{v:.3g}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
-        ax.plot(best[j] + 0.3, best[i] + 0.3, marker="*", color="r", ms=12, mec="k")
+            dark = np.isfinite(v) and hi > lo and (min(v, hi) - lo) / (hi - lo) > 0.5  # viridis_r: high = dark
+            ax.text(c, r - 0.3, f"{v:.3g}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.plot(best[j], best[i], marker="*", color="r", ms=14, mec="k", ls="", label=f"best {at}")
         ax.set_xticks(range(sl.shape[1]), [str(v) for v in sl[dims[j]].values])
         ax.set_yticks(range(sl.shape[0]), [str(v) for v in sl[dims[i]].values])
         fixed = ", ".join(f"{d}={da[d].values[k]}" for d, k in sel.items())
         ax.set(xlabel=dims[j], ylabel=dims[i], title=f"{var}" + (f" at {fixed}" if fixed else ""))
-        fig.colorbar(im, ax=ax, shrink=0.85, label=var)
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+        fig.colorbar(im, ax=ax, shrink=0.85, label=_label(da) + (" (colours clipped)" if clipped else ""),
+                     extend="max" if clipped else "neither")
         figs.append((f"{var}_{dims[i]}_vs_{dims[j]}", fig))
     return figs
 

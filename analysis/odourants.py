@@ -20,6 +20,7 @@ Imports only numpy, xarray, matplotlib and neurodsl.analysis.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -76,37 +77,61 @@ def _input_rates(ds: xr.Dataset):
     return fig
 
 
+_LABEL_COLORS = ["#c0392b", "#d68910", "#7d3c98", "#17a589", "#555555"]
+
+
+def _groups(ds: xr.Dataset) -> list[tuple[str, np.ndarray, str]]:
+    """(name, neuron mask, colour) of the cell groups present: the connectome's cell labels when the
+    dataset has them (e.g. K / O of a real connectome), else the E/I types that occur."""
+    if "cell_label" in ds.coords:
+        lab = np.asarray(ds["cell_label"].values).astype(str)
+        return [(g, lab == g, _LABEL_COLORS[k % len(_LABEL_COLORS)]) for k, g in enumerate(dict.fromkeys(lab))]
+    ei = np.asarray(ds["ei"].values).astype(str)
+    return [(g, ei == g, EI_COLORS.get(g, "#555555")) for g in ("E", "I") if (ei == g).any()]
+
+
 def _raster(ax, ds, trial, n_show=300, title=""):
     tr, st, ne = spike_events(ds)
     n = ds.sizes["neuron"]
-    shown = np.unique(np.linspace(0, n - 1, min(n, n_show)).astype(int))
+    active = np.unique(ne)  # neurons that fire in any dashboard trial: the rows of both rasters
+    pool = active if 0 < len(active) < n else np.arange(n)
+    shown = pool[np.unique(np.linspace(0, len(pool) - 1, min(len(pool), n_show)).astype(int))]
     row = np.full(n, -1)
     row[shown] = np.arange(len(shown))
     keep = (tr == trial) & (row[ne] >= 0)
-    ei = np.asarray(ds["ei"].values).astype(str)
-    for g in ("E", "I"):
-        sel = keep & (ei[ne] == g)
-        ax.scatter(st[sel] * ds.attrs["dt_ms"], row[ne[sel]], s=1.5, marker="|", color=EI_COLORS[g], lw=0.5)
-    ax.set(xlabel="time (ms)", ylabel="neuron", title=title, ylim=(-0.5, len(shown) - 0.5))
+    for g, mask, color in _groups(ds):
+        if not mask[shown].any():
+            continue
+        sel = keep & mask[ne]
+        ax.scatter(st[sel] * ds.attrs["dt_ms"], row[ne[sel]], s=float(np.clip(3000 / len(shown), 4, 60)),
+                   marker="|", color=color, lw=1.0,
+                   label=f"{g} ({int(mask[shown].sum())})")
+    n_spikes = int(keep.sum())
+    if n_spikes == 0:
+        ax.text(0.5, 0.5, "no spikes in this trial", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")
+    rate = int((tr == trial).sum()) / n / (float(ds.attrs["duration_ms"]) / 1000.0)  # over all n neurons
+    which = "active in any condition" if len(pool) < n else "all"
+    ax.set(xlabel="time (ms)", ylabel=f"neuron ({len(shown)} of {n}: {which})", ylim=(-0.5, len(shown) - 0.5),
+           xlim=(0, float(ds.attrs["duration_ms"])),
+           title=f"{title}: {n_spikes} spike{'s' if n_spikes != 1 else ''} (mean rate {rate:.2f} Hz)")
 
 
 def _dashboard(cond: xr.Dataset):
     r = per_neuron_rates(cond).values
-    ei = np.asarray(cond["ei"].values).astype(str)
     cc = condition_correlations(cond)
     odour = str(cond["odour_name"].values[int(cond.attrs.get("dashboard_odour", 0))])
-    pairs = [("baseline", 1, "selectivity", cc["odour_vs_baseline"]),
-             (f"{odour} repeated", 2, "reliability", cc["odour_vs_repeat"])]
+    pairs = [("baseline", 1, "selectivity (odour vs baseline)", cc["odour_vs_baseline"]),
+             (f"{odour} repeated", 2, "reliability (odour vs repeat)", cc["odour_vs_repeat"])]
     fig, axes = _figure(3, 2, figsize=(10.0, 11.0))
     hi = max(float(r.max()), 1.0)
     for col, (other, j, what, rr) in enumerate(pairs):
         ax = axes[0, col]
-        for g in ("E", "I"):
-            m = ei == g
-            ax.scatter(r[0, m], r[j, m], s=6, alpha=0.6, color=EI_COLORS[g], edgecolors="none", label=g)
-        ax.plot([0, hi], [0, hi], "k--", lw=1)
+        for g, m, color in _groups(cond):
+            ax.scatter(r[0, m], r[j, m], s=8, alpha=0.6, color=color, edgecolors="none", label=f"{g} ({m.sum()})")
+        ax.plot([0, hi], [0, hi], "k--", lw=1, label="identity")
         ax.set(xlabel=f"{odour} rate (Hz)", ylabel=f"{other} rate (Hz)", aspect="equal",
-               title=f"{what}: {odour} vs {other}, r = {rr:.3f}")
+               title=f"{what}: r = {rr:.3f}")
         ax.legend(frameon=False, fontsize=8)
         ax = axes[1, col]
         edges = np.histogram_bin_edges(np.concatenate([r[0], r[j]]), bins=40)
@@ -114,9 +139,10 @@ def _dashboard(cond: xr.Dataset):
         ax.hist(r[j], bins=edges, alpha=0.55, color="#555555", label=f"{other} (mean {r[j].mean():.2f} Hz)")
         ax.set(xlabel="rate (Hz)", ylabel="neurons", title="rate distributions", yscale="log")
         ax.legend(frameon=False, fontsize=8)
-    _raster(axes[2, 0], cond, 1, title="raster: baseline")
-    _raster(axes[2, 1], cond, 2, title=f"raster: {odour} repeated")
-    fig.suptitle(f"odourant dashboard ({cond.attrs['duration_ms']:.0f} ms per condition)")
+    _raster(axes[2, 0], cond, 1, title="baseline")
+    _raster(axes[2, 1], cond, 2, title=f"{odour} repeated")
+    axes[2, 1].legend(frameon=False, fontsize=8, loc="upper right", markerscale=2)
+    fig.suptitle(f"odourant dashboard: {odour} ({cond.attrs['duration_ms']:.0f} ms per condition)")
     return fig
 
 
@@ -131,6 +157,19 @@ def _subset_matrix(struct: dict, max_neurons: int):
     W = np.zeros((len(keep), len(keep)), np.float32)
     np.add.at(W, (pos[post[sel]], pos[pre[sel]]), w[sel])
     return W, ei[keep]
+
+
+def _node_names(struct: dict, nodes) -> list[str]:
+    """Names of (assembly, cell type) nodes: the connectome's cell labels where the structure records them
+    (``meta.assembly_labels``, e.g. K / O), else cell type and assembly index (E0, I3, ...)."""
+    try:
+        labels = json.loads(str(struct["meta"])).get("assembly_labels") if "meta" in struct else None
+    except ValueError:
+        labels = None
+    if labels and all(0 <= a < len(labels) for a, _ in nodes):
+        types = {e for _, e in nodes}
+        return [f"{labels[a]} ({e})" if len(types) > 1 else str(labels[a]) for a, e in nodes]
+    return [f"{e}{a}" for a, e in nodes]
 
 
 def _assembly_graph(struct: dict):
@@ -154,13 +193,15 @@ def _assembly_graph(struct: dict):
             if i != j and A[i, j] != 0 and vmax > 0:
                 ax.plot(*xy[[i, j]].T, color="#c0392b" if A[i, j] > 0 else "#2471a3",
                         lw=2.5 * abs(A[i, j]) / vmax, alpha=0.5)
+    names = _node_names(struct, nodes)
     for i, (a, e) in enumerate(nodes):
         self_w = A[i, i]
         ax.scatter(*xy[i], s=60 + 300 * size[i] / size.max(), color=EI_COLORS[e], zorder=3,
                    edgecolors="k", linewidths=0.5 + 2 * abs(self_w) / max(np.abs(np.diag(A)).max(), 1e-12))
-        ax.annotate(f"{e}{a}", xy[i] * 1.12, ha="center", va="center", fontsize=7)
-    ax.set(aspect="equal", xticks=[], yticks=[], xlim=(-1.3, 1.3), ylim=(-1.3, 1.3),
-           title="assembly graph (node size: cells; edge: mean weight; outline: within)")
+        ax.annotate(f"{names[i]}\n(n={size[i]})", xy[i] * 1.16, ha="center", va="center", fontsize=7)
+    ax.set(aspect="equal", xticks=[], yticks=[], xlim=(-1.35, 1.35), ylim=(-1.35, 1.35),
+           title="cell groups (node size: cells; edges: mean weight between groups,\n"
+                 "red excitatory, blue inhibitory; outline: mean weight within)")
     ax.spines[["left", "bottom"]].set_visible(False)
     return fig
 
@@ -185,7 +226,7 @@ def odourant_report(ds_or_path, out_dir, max_neurons: int = 800) -> list[Path]:
               file=sys.stderr)
     if struct is not None:
         W, ei = _subset_matrix(struct, max_neurons)
-        paths.append(save(connectivity_matrix(W, ei), out / "connectivity.png"))
+        paths.append(save(connectivity_matrix(W, ei, units="weight (x g_bar)"), out / "connectivity.png"))
         paths.append(save(_assembly_graph(struct), out / "assembly_graph.png"))
     else:
         print("odourants: no network_structure.npz, connectivity figures skipped", file=sys.stderr)

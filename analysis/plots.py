@@ -201,8 +201,8 @@ def _series(da: xr.DataArray, along: str):
     da = da.transpose(*other, along)
     out = []
     for ix in np.ndindex(*[da.sizes[d] for d in other]):
-        lab = ", ".join(f"{d}={da[d].values[i]}" if d in da.coords else f"{d}={i}"
-                        for d, i in zip(other, ix))
+        lab = ", ".join((str(da[d].values[i]) if "=" in str(da[d].values[i]) else f"{d}={da[d].values[i]}")
+                        if d in da.coords else f"{d}={i}" for d, i in zip(other, ix))
         out.append((lab, np.asarray(da.values[ix], float)))
     return out
 
@@ -238,39 +238,39 @@ def pca_trajectories(pca_ds: xr.Dataset, pcs=(1, 2), model=None) -> Figure:
     return fig
 
 
-def psth_panels(model, target, neurons=None, ncols: int = 4) -> Figure:
+def psth_panels(model, target, neurons=None, ncols: int = 4, r=None, r_label: str = "r") -> Figure:
     """One panel per neuron: target PSTH solid, model dashed, colour per condition.
 
     ``model``/``target``: PSTHs ``(*conditions, time, neuron)`` in sp/s;
     ``neurons``: positional indices (default the first 8).  Panel titles give
-    the per-neuron r (conditions concatenated along time).
+    the per-neuron ``r``: by default Pearson r of what is drawn (conditions
+    concatenated along time); pass ``r`` (one value per neuron, positional) to quote
+    a value computed elsewhere (e.g. a report's), named ``r_label``.
     """
     m, t = as_rate(model), as_rate(target)
     idx = list(range(min(8, t.sizes["neuron"]))) if neurons is None else list(neurons)
-    r = psth_correlation(m, t)["r"].values
+    r = psth_correlation(m, t)["r"].values if r is None else np.asarray(r, float)
     nrow = int(np.ceil(len(idx) / ncols))
     ncol = min(ncols, len(idx))
-    fig, axes = _figure(nrow, ncol, figsize=(2.8 * ncol, 2.2 * nrow))
+    fig, axes = _figure(nrow, ncol, figsize=(3.0 * ncol, 2.4 * nrow + 0.6))
     time = np.asarray(t["time"].values, float) if "time" in t.coords else np.arange(t.sizes["time"])
+    n_lines = 0
     for k, ax in enumerate(axes.flat):
         if k >= len(idx):
             ax.set_visible(False)
             continue
         j = idx[k]
-        for c, ((lab, yt), (_, ym)) in enumerate(zip(_series(t.isel(neuron=j), "time"),
-                                                      _series(m.isel(neuron=j), "time"))):
-            ax.plot(time, yt, color=f"C{c % 10}", lw=1.3, label=lab or "target")
-            ax.plot(time, ym, color=f"C{c % 10}", lw=1.3, ls="--")
+        pairs = list(zip(_series(t.isel(neuron=j), "time"), _series(m.isel(neuron=j), "time")))
+        n_lines = len(pairs)
+        for c, ((lab, yt), (_, ym)) in enumerate(pairs):
+            ax.plot(time, yt, color=f"C{c % 10}", lw=1.0, alpha=0.8, label=lab or "target")
+            ax.plot(time, ym, color=f"C{c % 10}", lw=2.0, ls="--")
         ax.set_title(f"neuron {t['neuron'].values[j] if 'neuron' in t.coords else j}: "
-                     f"r = {r[j]:.2f}", fontsize=9)
+                     f"{r_label} = {r[j]:.2f}", fontsize=9)
         ax.set_xlim(time[0], time[-1])
-        if k % ncol == 0:
-            ax.set_ylabel("rate (sp/s)")
-        if k + ncol >= len(idx):  # no panel below
-            ax.set_xlabel("time (ms)")
-        else:
-            ax.tick_params(labelbottom=False)
-        if k == 0 and 1 < c + 1 <= 8:
-            ax.legend(frameon=False, fontsize=6)
+    if 1 < n_lines <= 8:
+        axes.flat[0].legend(frameon=False, fontsize=6)
+    fig.supxlabel("time (ms)", fontsize=9)
+    fig.supylabel("rate (sp/s)", fontsize=9)
     fig.suptitle("PSTHs: target (solid) vs model (dashed)", fontsize=10)
     return fig

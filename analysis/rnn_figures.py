@@ -22,14 +22,15 @@ def training_curves(log: list) -> object:
     best = int(ep[np.nanargmax(r)]) if len(r) and np.isfinite(r).any() else None
     for k in ("train_loss", "val_loss"):
         ax[0, 0].plot(ep, get(k), label=k)
-    ax[0, 0].set(title="total loss", xlabel="epoch", yscale="log" if (get("train_loss") > 0).all() else "linear")
+    ax[0, 0].set(title="total loss", xlabel="epoch", ylabel="loss",
+                 yscale="log" if (get("train_loss") > 0).all() else "linear")
     for k in ("L_neuron", "L_trial", "L_reg"):
         ax[0, 1].plot(ep, np.abs(get(k)), label=k)
-    ax[0, 1].set(title="loss terms (|value|)", xlabel="epoch", yscale="log")
+    ax[0, 1].set(title="loss terms", xlabel="epoch", ylabel="|loss term|", yscale="log")
     ax[1, 0].plot(ep, r, color="k")
     ax[1, 0].set(title="validation PSTH correlation", xlabel="epoch", ylabel="mean r")
     ax[1, 1].plot(ep, get("learning_rate"), color="C2")
-    ax[1, 1].set(title="learning rate", xlabel="epoch", yscale="log")
+    ax[1, 1].set(title="learning rate", xlabel="epoch", ylabel="learning rate", yscale="log")
     for a in ax.flat:
         if best is not None:
             a.axvline(best, color="C3", ls=":", lw=1, label=f"best epoch {best}")
@@ -70,11 +71,14 @@ def best_worst_psths(fit: xr.Dataset, k: int = 4):
         c = EI_COLORS.get(str(fit["ei"].values[j]), "k")
         a.plot(t, pt[:, j], color=c, lw=1.2, label="target")
         a.plot(t, pm[:, j], color="k", ls="--", lw=1.2, label="model")
-        a.set_title(f"neuron {fit['neuron'].values[j]} ({fit['ei'].values[j]}): r={r[j]:.2f}", fontsize=9)
+        a.set_title(f"neuron {fit['neuron'].values[j]} ({fit['ei'].values[j]}): r = {r[j]:.2f}", fontsize=9)
     for a in ax.flat[len(idx):]:
         a.set_visible(False)
     ax[0, 0].legend(frameon=False, fontsize=7)
-    fig.suptitle("best (top) and worst (bottom) neurons", fontsize=10)
+    fig.supxlabel("time (ms)", fontsize=9)
+    fig.supylabel("rate (sp/s)", fontsize=9)
+    fig.suptitle("validation PSTHs (mean over trials) of the best (top) and worst (bottom) neurons; "
+                 "r: pooled PSTH correlation", fontsize=10)
     return fig
 
 
@@ -89,13 +93,13 @@ def weight_heatmaps(fit: xr.Dataset):
     for a in (ax[0, 0].axhline, ax[0, 0].axvline):
         a(n_e - 0.5, color="k", lw=0.8)
     ax[0, 0].set(title="W_rec (sorted E | I)", xlabel="presynaptic unit", ylabel="postsynaptic unit")
-    fig.colorbar(im, ax=ax[0, 0], shrink=0.8)
+    fig.colorbar(im, ax=ax[0, 0], shrink=0.8, label="recurrent weight (a.u.)")
     wi = fit["W_in"].values[order]
     lim = np.abs(wi).max() or 1.0
     im = ax[0, 1].imshow(wi, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     ax[0, 1].axhline(n_e - 0.5, color="k", lw=0.8)
     ax[0, 1].set(title="W_in", xlabel="embedding / input", ylabel="unit (sorted E | I)")
-    fig.colorbar(im, ax=ax[0, 1], shrink=0.8)
+    fig.colorbar(im, ax=ax[0, 1], shrink=0.8, label="input weight (a.u.)")
     return fig
 
 
@@ -111,65 +115,106 @@ def h0_histogram(fit: xr.Dataset):
 
 
 def attention_patterns(fit: xr.Dataset):
+    """Attention weights per head (query row, key column); tokens constant in every trial left out."""
     att = fit["attention"].values
+    names = np.array([str(x) for x in fit["input_query"].values])
+    keep = ~np.asarray(fit["input_constant"].values, bool) if "input_constant" in fit.coords else \
+        np.ones(len(names), bool)
+    att, names = att[:, keep][:, :, keep], names[keep]
     h = att.shape[0]
-    fig, ax = _figure(1, h, figsize=(3.4 * h, 3.6))
-    names = [str(x) for x in fit["input_query"].values]
+    fig, ax = _figure(1, h, figsize=(4.2 * h, 4.8))
     for i, a in enumerate(ax.flat):
-        a.imshow(att[i], cmap="viridis", vmin=0)
+        im = a.imshow(att[i], cmap="viridis", vmin=0)
         a.set_title(f"head {i + 1}", fontsize=9)
         a.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         a.set_yticks(range(len(names)), names if i == 0 else [""] * len(names), fontsize=6)
-    fig.suptitle("attention weights (query row, key column), mean over trials and bins", fontsize=10)
+        a.set_xlabel("key (input token)", fontsize=8)
+        a.set_ylabel("query (input token)", fontsize=8)
+        fig.colorbar(im, ax=a, shrink=0.7, label="attention weight")
+    dropped = int((~keep).sum())
+    note = f"; {dropped} constant token(s) not shown" if dropped else ""
+    fig.suptitle(f"attention weights (softmax over keys), mean over trials and bins{note}", fontsize=10)
     return fig
 
 
+def _by_first_key(fit: xr.Dataset, da: xr.DataArray, max_groups: int = 6) -> xr.DataArray:
+    """``da`` over ``condition`` averaged within each value of the first condition key (e.g. location=1..4),
+    or (one key, or nothing to group) the first ``max_groups`` conditions labelled by their values."""
+    names = [str(x) for x in fit["condition_name"].values] if "condition_name" in fit.coords else \
+        [f"condition {c}" for c in fit["condition"].values]
+    first = [n.split("|")[0] for n in names]
+    if all("=" in k for k in first) and 1 < len(set(first)) < len(first):
+        dim = first[0].split("=")[0]
+        vals = [k.split("=", 1)[1] for k in first]
+        out = da.assign_coords({dim: ("condition", vals)}).groupby(dim).mean("condition")
+        return out.isel({dim: slice(0, max_groups)})
+    out = da.assign_coords(condition=[n.replace("|", ", ") for n in names])
+    return out.dropna("condition", how="all").isel(condition=slice(0, max_groups))
+
+
 def pca_figures(fit: xr.Dataset):
-    """PC1-3 over time (target solid, model dashed, condition-averaged) and PC1 vs PC2 per condition."""
+    """PC1-3 over time (target solid, model dashed, condition-averaged) and PC1 vs PC2 per group of conditions."""
     k = fit.sizes["pc"]
-    fig, ax = _figure(1, k + 1, figsize=(3.4 * (k + 1), 3.4))
+    fig, ax = _figure(1, k + 1, figsize=(3.3 * k + 5.0, 3.8), width_ratios=[1] * k + [1.6])
     t = fit["time"].values
     for i in range(k):
         ax[0, i].plot(t, np.nanmean(fit["pca_target"].values[i], 0), color="k", label="data")
         ax[0, i].plot(t, np.nanmean(fit["pca_model"].values[i], 0), color="C3", ls="--", label="model")
         evr = float(fit["pca_explained_variance_ratio"].values[i])
-        ax[0, i].set(title=f"PC{i + 1} ({100 * evr:.0f}% var)", xlabel="time (ms)")
+        ax[0, i].set(title=f"PC{i + 1} ({100 * evr:.0f}% var)", xlabel="time (ms)",
+                     ylabel="projection (z-scored rate)" if i == 0 else f"PC{i + 1}")
     ax[0, 0].legend(frameon=False, fontsize=7)
     a = ax[0, k]
     if k >= 2:
-        for c in range(fit.sizes["condition"]):
-            x, y = fit["pca_target"].values[0, c], fit["pca_target"].values[1, c]
-            if np.isfinite(x).any():
-                a.plot(x, y, color=f"C{c % 10}", lw=0.8)
-                a.plot(fit["pca_model"].values[0, c], fit["pca_model"].values[1, c], color=f"C{c % 10}",
-                       lw=0.8, ls="--")
-        a.set(xlabel="PC1", ylabel="PC2", title="state space (data solid, model dashed)")
+        pt, pm = (_by_first_key(fit, fit[v].isel(pc=[0, 1])) for v in ("pca_target", "pca_model"))
+        dim = [d for d in pt.dims if d not in ("pc", "time")][0]
+        for c, lab in enumerate(pt[dim].values):
+            col = f"C{c % 10}"
+            x, y = pt.isel({dim: c}).values
+            a.plot(x, y, color=col, lw=1.6, label=str(lab) if "=" in str(lab) else f"{dim}={lab}")
+            a.plot(x[:1], y[:1], "o", color=col, ms=5)
+            xm, ym = pm.isel({dim: c}).values
+            a.plot(xm, ym, color=col, lw=1.2, ls="--")
+        a.legend(frameon=False, fontsize=7, loc="best", title="o: start", title_fontsize=7)
+        a.set(xlabel="PC1", ylabel="PC2", title="state space: data solid, model dashed")
+    else:
+        a.set_visible(False)
+    fig.suptitle("PCA of the validation PSTHs (smoothed, z-scored per neuron); model projected on the data's PCs",
+                 fontsize=10)
     return fig
 
 
 def fano_comparison(fit: xr.Dataset):
-    fig, ax = _figure()
+    fig, ax = _figure(figsize=(5.6, 4.4))
     ei = fit["ei"].values.astype(str)
     fm, ft = fit["fano_model"].values, fit["fano_target"].values
     for t in ("E", "I"):
-        ax[0, 0].scatter(ft[ei == t], np.maximum(fm[ei == t], 1e-6), color=EI_COLORS[t], label=t)
+        if (ei == t).any():
+            ax[0, 0].scatter(ft[ei == t], np.maximum(fm[ei == t], 1e-6), color=EI_COLORS[t], label=t)
     ok = np.isfinite(fm) & np.isfinite(ft) & (fm > 0) & (ft > 0)
     lo = min(fm[ok].min(), ft[ok].min()) if ok.any() else 1e-2
     hi = max(fm[ok].max(), ft[ok].max()) if ok.any() else 10
-    ax[0, 0].plot([lo, hi], [lo, hi], color="grey", ls=":")
-    ax[0, 0].set(xscale="log", yscale="log", xlabel="Fano recorded", ylabel="Fano model",
-                 title="Fano factor of spike counts")
-    ax[0, 0].legend(frameon=False)
+    ax[0, 0].plot([lo, hi], [lo, hi], color="grey", ls=":", label="identity")
+    ax[0, 0].set(xscale="log", yscale="log", xlabel="Fano factor, recorded counts",
+                 ylabel="Fano factor, model (rate x bin)", title="Fano factor across trials of a condition")
+    ax[0, 0].legend(frameon=False, fontsize=8)
+    fig.text(0.5, 0.005, "The model is a noise-free rate model (no spike-count noise): its Fano factor is\n"
+             "expected to lie far below the recording's until an observation model is added.",
+             ha="center", va="bottom", fontsize=7.5, color="0.25")
+    fig.get_layout_engine().set(rect=(0, 0.09, 1, 0.91))
     return fig
 
 
 def condition_psths(fit: xr.Dataset, n: int = 4):
-    pm = fit["psth_model"].dropna("condition", how="all")
-    pt = fit["psth_target"].sel(condition=pm["condition"])
+    """Validation PSTHs of the n neurons best fitted across conditions, averaged per value of the first
+    condition key; the titles quote the report's condition-resolved r (``r_condition``)."""
     r = fit["r_condition"].values
     idx = list(np.argsort(np.where(np.isfinite(r), -r, np.inf))[:n])
-    pick = pm["condition"].values[:6]
-    return psth_panels(pm.sel(condition=pick), pt.sel(condition=pick), neurons=idx, ncols=min(n, 4))
+    pm, pt = (_by_first_key(fit, fit[v]) for v in ("psth_model", "psth_target"))
+    fig = psth_panels(pm, pt, neurons=idx, ncols=min(n, 4), r=r, r_label="condition r")
+    fig.suptitle("validation PSTHs: target (solid) vs model (dashed); condition r as in training_report.md",
+                 fontsize=10)
+    return fig
 
 
 def make_all(fit: xr.Dataset, log: list, fig_dir: Path) -> list[Path]:

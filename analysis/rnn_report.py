@@ -195,6 +195,9 @@ def fit_dataset(a: FitArrays, run: dict, log: list) -> xr.Dataset:
             long_name="attention weights averaged over all trials and bins")
         out.coords["input_query"] = a.input_names
         out.coords["input_key"] = a.input_names
+        x = np.nan_to_num(np.asarray(ds["inputs"].values, np.float64)).reshape(-1, len(a.input_names))
+        out.coords["input_constant"] = ("input_query", np.ptp(x, axis=0) == 0 if x.size else
+                                        np.zeros(len(a.input_names), bool))
     if "W_in" in a.weights and a.weights["W_in"].shape[1] == len(a.input_names):
         out.coords["embedding"] = a.input_names
     out.attrs.update(_attrs(run, extra["head"], ds))

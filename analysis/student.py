@@ -10,9 +10,11 @@ Reads what :func:`neurodsl.runners.student.run_student` wrote: ``comparison.npz`
   and *learning variability* (teacher vs student): per-neuron rate scatter, per-neuron
   van Rossum distances (double exponential kernel 10/100 ms), rate correlation; the
   ratio learning / Poisson (mean van Rossum distance) in the title;
-* ``raster.png``: the first 10 neurons, teacher and student rows interleaved;
+* ``raster.png``: trial 0 of up to 12 active neurons spread over the teacher's rates, teacher and
+  student rows paired;
 * ``identifiability.png``: true vs recovered scaling factors / weights, correlation and
-  relative error per pair.
+  relative error per pair; scaling
+  factors labelled by name (pre→post).
 
 Returns the figure paths; the numbers go to ``DIR/student_report.json``.
 """
@@ -57,57 +59,102 @@ def variability(d) -> dict:
             "ratio_learning_over_poisson": float(vr_l.mean() / max(vr_p.mean(), 1e-12))}
 
 
-def student_report(out_dir) -> list[Path]:
-    out = Path(out_dir)
-    figdir = out / "figures" / "student"
-    d = dict(np.load(out / "comparison.npz"))
-    v = variability(d)
+def _variability_figure(v: dict):
     ra, rb, rs = v["rates"]
     fig, ax = _figure(1, 3, figsize=(13, 3.8))
     ax = ax[0]
     hi = max(ra.max(), rb.max(), rs.max(), 1e-3) * 1.05
     ax[0].scatter(ra, rb, s=6, alpha=0.6, label="teacher repeat (Poisson)")
     ax[0].scatter(ra, rs, s=6, alpha=0.6, label="student (learning)")
-    ax[0].plot([0, hi], [0, hi], "k--", lw=0.8)
-    ax[0].set_xlabel("teacher rate (Hz)"), ax[0].set_ylabel("rate (Hz)"), ax[0].legend(fontsize=7)
+    ax[0].plot([0, hi], [0, hi], "k--", lw=0.8, label="identity")
+    ax[0].set(xlabel="teacher rate (Hz)", ylabel="rate (Hz)", title="per-neuron rates")
+    ax[0].legend(fontsize=7)
     bins = np.linspace(0, max(v["vr"][0].max(), v["vr"][1].max(), 1e-3), 30)
-    ax[1].hist(v["vr"][0], bins=bins, alpha=0.6, label="Poisson")
-    ax[1].hist(v["vr"][1], bins=bins, alpha=0.6, label="learning")
-    ax[1].set_xlabel("van Rossum distance per neuron"), ax[1].legend(fontsize=7)
-    names = ["Poisson", "learning"]
-    ax[2].bar(names, [v["poisson"]["rate_correlation"], v["learning"]["rate_correlation"]])
-    ax[2].set_ylabel("rate correlation with teacher")
-    fig.suptitle(f"learning / Poisson variability (van Rossum) = {v['ratio_learning_over_poisson']:.2f}")
-    paths = [save(fig, figdir / "variability.png")]
-    fig, axr = _figure(figsize=(9, 4))
-    axr = axr[0, 0]
+    ax[1].hist(v["vr"][0], bins=bins, alpha=0.6, label="Poisson (teacher vs repeat)")
+    ax[1].hist(v["vr"][1], bins=bins, alpha=0.6, label="learning (teacher vs student)")
+    ax[1].set(xlabel="van Rossum distance per neuron (kernel 10/100 ms)", ylabel="neurons",
+              title="spike-train distances")
+    ax[1].legend(fontsize=7)
+    ax[2].bar(["Poisson", "learning"], [v["poisson"]["rate_correlation"], v["learning"]["rate_correlation"]],
+              color=["C0", "C1"])
+    ax[2].set(xlabel="variability source", ylabel="rate correlation with teacher", title="rate correlation")
+    fig.suptitle(f"learning / Poisson variability (mean van Rossum distance) = {v['ratio_learning_over_poisson']:.2f}")
+    return fig
+
+
+def _raster_figure(d: dict, n_show: int = 12):
+    """Trial 0 of ``n_show`` active neurons spread over the teacher's rates, teacher and student paired."""
     dt = float(d["dt_ms"])
-    for i in range(min(10, ra.size)):
+    counts = d["teacher_a"][:, 0].sum(0) + d["student"][:, 0].sum(0)
+    active = np.nonzero(counts > 0)[0]
+    active = active[np.argsort(d["teacher_a"][:, 0, active].sum(0), kind="stable")]
+    pick = np.sort(active[np.unique(np.linspace(0, len(active) - 1, min(n_show, len(active))).astype(int))]) \
+        if len(active) else np.arange(min(n_show, counts.size))
+    ct = d.get("cell_type")
+    fig, axr = _figure(figsize=(9, 0.35 * 2 * max(len(pick), 1) + 1.4))
+    axr = axr[0, 0]
+    for i, n in enumerate(pick):
         for j, (k, c) in enumerate((("teacher_a", "k"), ("student", "tab:red"))):
-            t = np.nonzero(d[k][:, 0, i])[0] * dt
-            axr.vlines(t, 2 * i + j, 2 * i + j + 0.8, color=c, lw=0.8)
-    axr.set_xlabel("time (ms)"), axr.set_ylabel("neuron (teacher black / student red)")
-    paths.append(save(fig, figdir / "raster.png"))
+            t = np.nonzero(d[k][:, 0, n])[0] * dt
+            axr.vlines(t, 2 * i + j + 0.1, 2 * i + j + 0.9, color=c, lw=0.8,
+                       label=("teacher", "student")[j] if i == 0 else None)
+    axr.set_yticks(2 * np.arange(len(pick)) + 1.0,
+                   [f"{n}" + (f" ({ct[n]})" if ct is not None else "") for n in pick], fontsize=7)
+    axr.set(xlabel="time (ms)", ylabel="neuron (teacher / student rows)", xlim=(0, d["teacher_a"].shape[0] * dt),
+            title=f"trial 0, same inputs: {len(pick)} active neurons spread over the teacher's rates")
+    axr.legend(loc="upper right", fontsize=7, ncol=2, framealpha=0.8)
+    return fig
+
+
+def _factor_names(key: str, shape) -> list[str] | None:
+    """Names of the points of a parameter: scaling (post E/I x pre E/I/input) -> 'pre→post'."""
+    if key == "scaling" and tuple(shape) == (2, 3):
+        return [f"{pre}→{post}" for post in "EI" for pre in ("E", "I", "input")]
+    return None
+
+
+def _identifiability_figure(p: dict, keys: list[str]):
+    ident = {}
+    fig, axi = _figure(1, len(keys), figsize=(4.8 * len(keys), 4.0))
+    for a, k in zip(axi[0], keys):
+        t, r = np.abs(p[f"{k}_teacher"]).ravel(), np.abs(p[f"{k}_recovered"]).ravel()
+        i0 = np.abs(p[f"{k}_initial"]).ravel()
+        rel = np.abs(r - t) / np.maximum(t, 1e-12)
+        c = float(np.corrcoef(t, r)[0, 1]) if t.std() > 0 else 1.0
+        names = _factor_names(k, p[f"{k}_teacher"].shape)
+        a.scatter(t, i0, s=16, marker="x", color="0.5", label="initial")
+        for x, y0, y1 in zip(t, i0, r):
+            a.plot([x, x], [y0, y1], color="0.75", lw=0.6, zorder=0)
+        if names:  # one colour per named factor, named in the legend
+            for q, (name, x, y) in enumerate(zip(names, t, r)):
+                a.scatter([x], [y], s=30, color=f"C{q}", marker="os^Dvp"[q % 6], label=f"{name} recovered")
+        else:
+            a.scatter(t, r, s=14, color="C1", label="recovered")
+        lim = [0, max(t.max(), r.max(), i0.max()) * 1.08]
+        a.plot(lim, lim, "k--", lw=0.8, label="identity")
+        what = "factor (pre→post)" if names else "magnitude"
+        a.set(title=f"{k}: r = {c:.3f}, max rel. err {rel.max():.3f}", xlabel=f"true {what}",
+              ylabel=f"fitted {what}")
+        a.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        ident[k] = {"correlation": c, "relative_error": rel.tolist() if rel.size <= 64 else None,
+                    "max_relative_error": float(rel.max()), "median_relative_error": float(np.median(rel))}
+    return fig, ident
+
+
+def student_report(out_dir) -> list[Path]:
+    out = Path(out_dir)
+    figdir = out / "figures" / "student"
+    d = dict(np.load(out / "comparison.npz"))
+    v = variability(d)
+    paths = [save(_variability_figure(v), figdir / "variability.png"),
+             save(_raster_figure(d), figdir / "raster.png")]
     ident = {}
     pz = out / "params.npz"
     if pz.exists():
         p = dict(np.load(pz))
         summ = json.loads((out / "student_summary.json").read_text()) if (out / "student_summary.json").exists() else {}
         keys = [k for k in ("scaling", "rec_weight", "ff_weight") if k in summ.get("recovered", {})] or ["scaling"]
-        fig, axi = _figure(1, len(keys), figsize=(4.5 * len(keys), 3.8))
-        for a, k in zip(axi[0], keys):
-            t, r = np.abs(p[f"{k}_teacher"]).ravel(), np.abs(p[f"{k}_recovered"]).ravel()
-            i0 = np.abs(p[f"{k}_initial"]).ravel()
-            rel = np.abs(r - t) / np.maximum(t, 1e-12)
-            c = float(np.corrcoef(t, r)[0, 1]) if t.std() > 0 else 1.0
-            a.scatter(t, i0, s=10, alpha=0.5, label="initial")
-            a.scatter(t, r, s=10, label="recovered")
-            lim = [0, max(t.max(), r.max(), i0.max()) * 1.05]
-            a.plot(lim, lim, "k--", lw=0.8)
-            a.set_title(f"{k}: r = {c:.3f}, max rel. err {rel.max():.3f}", fontsize=9)
-            a.set_xlabel("true"), a.set_ylabel("fitted"), a.legend(fontsize=7)
-            ident[k] = {"correlation": c, "relative_error": rel.tolist() if rel.size <= 64 else None,
-                        "max_relative_error": float(rel.max()), "median_relative_error": float(np.median(rel))}
+        fig, ident = _identifiability_figure(p, keys)
         paths.append(save(fig, figdir / "identifiability.png"))
     report = {"poisson": v["poisson"], "learning": v["learning"],
               "ratio_learning_over_poisson": v["ratio_learning_over_poisson"], "identifiability": ident}

@@ -121,7 +121,7 @@ def before_after_figure(path: Path, before: dict, after: dict, type_idx, targets
         ax[k].hist(after["neuron_rate"][sel], bins=bins, alpha=0.5, label="after")
         ax[k].axvline(targets[t], color="k", ls="--", label="target")
         ax[k].set_title(f"{t}: {before[f'rate_{t}']:.2f} -> {after[f'rate_{t}']:.2f} Hz")
-        ax[k].set_xlabel("rate (Hz)"), ax[k].legend(fontsize=7)
+        ax[k].set_xlabel("rate (Hz)"), ax[k].set_ylabel(f"{t} neurons"), ax[k].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -177,10 +177,10 @@ def plot_progress(out: Path, epoch: int, history: list[dict], neuron_rate: np.nd
     ax[0].semilogy(u, [max(r["loss"], 1e-12) for r in history], label="total")
     for k in [k for k in history[-1] if k.startswith("loss_")]:
         ax[0].semilogy(u, [max(r[k], 1e-12) for r in history], label=k[5:], lw=0.8)
-    ax[0].set_xlabel("update"), ax[0].set_ylabel("loss"), ax[0].legend(fontsize=7)
+    ax[0].set_xlabel("update"), ax[0].set_ylabel("loss (dimensionless)"), ax[0].legend(fontsize=7)
     for t in ("E", "I"):
         ax[1].plot(u, [r[f"rate_{t}"] for r in history], label=f"rate {t}")
-    ax[1].set_xlabel("update"), ax[1].set_ylabel("Hz"), ax[1].legend(fontsize=7)
+    ax[1].set_xlabel("update"), ax[1].set_ylabel("mean rate (Hz)"), ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(d / "training_curves.png", dpi=100)
     plt.close(fig)
@@ -189,7 +189,7 @@ def plot_progress(out: Path, epoch: int, history: list[dict], neuron_rate: np.nd
         r = neuron_rate[np.asarray(type_idx) == k]
         if len(r):
             ax.hist(r, bins=30, alpha=0.6, label=t)
-    ax.set_xlabel("rate in the last update window (Hz)"), ax.legend()
+    ax.set_xlabel("rate in the last update window (Hz)"), ax.set_ylabel("neurons"), ax.legend()
     fig.tight_layout()
     fig.savefig(d / "rates.png", dpi=100)
     plt.close(fig)
