@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def prepare_data(loaded: LoadedSpec) -> FitData:
         train, val = stratified_split(ds, d.val_fraction, seed, d.condition_keys)
     notes = [n for n in ds.attrs.get("notes", "").split("\n") if n]
     notes += [f"warning: {w.message}" for w in caught if str(w.message) not in ds.attrs.get("notes", "")]
+    _console_warnings(caught)
     bin_ms = float(ds.attrs["bin_size_ms"])
     if abs(spec.dt.internal - bin_ms) > 1e-6 * bin_ms:
         raise SpecError(f"dt is {spec.dt} but the data's bins are {bin_ms:g} ms", field="dt",
@@ -89,6 +91,14 @@ def prepare_data(loaded: LoadedSpec) -> FitData:
                  f"({', '.join(d.condition_keys)}); {len(table)} distinct input vectors")
     return FitData(ds, rate, valid.astype(np.float32), cond, names, train, val, table, index, counts,
                    bin_ms, notes)
+
+
+def _console_warnings(caught) -> None:
+    """The loader's doubts go to the console too, not only to the report."""
+    from neurodsl.io.rnn_export import RnnExportWarning
+    for w in caught:
+        if issubclass(w.category, RnnExportWarning):
+            print(f"neurodsl: warning: {w.message}", file=sys.stderr, flush=True)
 
 
 def _check_training_trials(loaded: LoadedSpec, cond_train: np.ndarray, names) -> None:

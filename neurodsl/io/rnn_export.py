@@ -25,6 +25,8 @@ described there.
 Mask policies (``mask=``: "none", "nan", "trial_duration") are documented in
 :mod:`neurodsl.io.rnn_export_mask`; what a policy did is in ``attrs["notes"]``
 (newline-separated) and doubts are also raised as :class:`RnnExportWarning`.
+Values that make a fit meaningless (a time_axis that disagrees with bin_size_ms, values beyond
+float32, absurd rates, nothing but zeros) are one-line errors: :mod:`neurodsl.io.rnn_export_checks`.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import numpy as np
 import xarray as xr
 
 from neurodsl.errors import DataError, Location
+from neurodsl.io.rnn_export_checks import check_time_axis, check_values
 from neurodsl.io.rnn_export_files import read_raw, write_raw
 from neurodsl.io.rnn_export_mask import MASKS, Report, apply_mask
 
@@ -98,6 +101,7 @@ def load_rnn_export(path: str | Path, *, rename: Mapping[str, str] | None = None
         report.note(f"variable {theirs!r} read as {ours!r}")
     p = _parse(raw, fmt, loc, report)
     rates, u, valid = apply_mask(mask, p.rates, p.inputs, p.input_names, p.labels, p.time, p.bin_ms, report, loc)
+    check_values(rates, u, valid, loc, report.warn)
     names, u = _select_inputs(p.input_names, u, inputs, loc)
     ds = xr.Dataset(
         {"rate": (("trial", "time", "neuron"), rates.astype(np.float32), {"units": "sp/s"}),
@@ -127,7 +131,8 @@ def _num(raw: dict, name: str, loc: Location) -> np.ndarray:
     v = raw[name]
     a = np.asarray(v)
     if isinstance(v, str) or a.dtype.kind not in "biuf":
-        raise DataError(f"{name} is {type(v).__name__} {str(v)[:40]!r}", field=name,
+        what = f"str {v[:40]!r}" if isinstance(v, str) else f"an array of dtype {a.dtype}"
+        raise DataError(f"{name} is {what}", field=name,
                         expected="a numeric array", location=loc)
     return a.astype(np.float64)
 
@@ -174,8 +179,7 @@ def _parse(raw: dict, fmt: str, loc: Location, report: Report) -> _Parsed:
     bin_ms = float(b[0])
     if "time_axis" in raw:
         time = _vector(raw, "time_axis", T, "time bins", ref, loc)
-        if not np.allclose(np.diff(time), bin_ms, rtol=1e-6, atol=1e-6 * bin_ms):
-            report.warn(f"time_axis steps {np.unique(np.diff(time))[:5].tolist()} differ from bin_size_ms={bin_ms:g}")
+        check_time_axis(time, bin_ms, loc)
     else:
         time = (np.arange(T) + 0.5) * bin_ms
         report.note(f"no time_axis: time = bin centres 0.5..{T - 0.5} x {bin_ms:g} ms")

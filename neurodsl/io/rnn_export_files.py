@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -85,7 +86,7 @@ def read_raw(path: str | Path) -> tuple[Raw, str, list[str]]:
         raw = reader(path, notes)
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {fmt} file: {exc}", field="path",
                         expected=f"a valid {fmt} file", location=Location(file=str(path))) from None
     return raw, fmt, notes
@@ -137,7 +138,11 @@ def _read_npz(path: Path, notes: list[str]) -> Raw:
     out: Raw = {}
     with np.load(path, allow_pickle=False) as z:
         for name in z.files:
-            out[name] = _maybe_str(z[name])
+            val = z[name]
+            if isinstance(val, np.ndarray):
+                out[name] = _maybe_str(val)
+            else:  # a zip member that is not a .npy array
+                notes.append(f"skipped zip member {name!r} (not a .npy array)")
     return out
 
 
