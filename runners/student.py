@@ -44,13 +44,9 @@ class TeacherData:
     """A teacher folder: spec, structure, recorded events (structure order) and helpers."""
 
     def __init__(self, folder: str | Path, trials: int | None = None):
-        import xarray as xr
-        from neurodsl.io.structure import load_structure
+        from .teacher_folder import read_teacher_folder
         self.folder = Path(folder)
-        self.spec = load_spec(self.folder / "spec.yaml").spec
-        self.structure = load_structure(self.folder / "network_structure.npz")
-        with xr.open_dataset(self.folder / "teacher.nc") as ds:
-            ds = ds.load()
+        self.spec, self.structure, ds = read_teacher_folder(self.folder)  # checked: runners/teacher_folder.py
         self.n_steps = int(ds.attrs["n_steps"])
         self.dt = float(ds.attrs["dt_ms"])
         if abs(self.dt - self.spec.dt.internal) > 1e-9:

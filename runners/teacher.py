@@ -209,12 +209,14 @@ def run_teacher(loaded: LoadedSpec, out_dir: str | Path, *, progress: bool = Tru
     from neurodsl.compile.olfactory import resolve_structure
     from neurodsl.io.dataset import write_netcdf
     from neurodsl.io.structure import save_structure
+    from .teacher_folder import check_scaling
 
     spec = loaded.spec
     configure_precision(spec.precision)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     structure, origin = resolve_structure(spec)
+    check_scaling(spec, structure, loaded.path)  # finite, >= 0 (the spec schema accepts .nan / .inf)
+    out.mkdir(parents=True, exist_ok=True)
     if origin == "file" and Path(spec.network.structure).resolve() != (out / "network_structure.npz").resolve():
         shutil.copyfile(spec.network.structure, out / "network_structure.npz")
     elif origin != "file":
