@@ -14,7 +14,9 @@ Each finished point is stored atomically by the driver (workers write
 nothing, so they need no shared disk) as ``points/<key>.npz`` (its
 structure) and then ``points/<key>.json`` (its statistics); ``key`` hashes the
 point's parameters, seed and model, and a rerun skips every point whose two
-files exist, so a killed search resumes.  Seeds come from (spec seed, point
+files exist, so a killed search resumes.  SIGTERM (a scheduler's preemption or time
+limit) stops the search like Ctrl+C (KeyboardInterrupt; the CLI exits 130): a point being
+stored is completed first, the log says how many points are kept, a rerun continues.  Seeds come from (spec seed, point
 parameters), never from the execution order: serial and parallel runs agree.
 
 Outputs in ``out_dir``: ``grid.nc`` (one dim per grid path; ``score`` and every
@@ -27,8 +29,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -109,20 +113,17 @@ def run_point(payload: dict):
 def _store(points_dir: Path, record: dict, structure) -> dict:
     """Atomically write ``<key>.npz`` and then ``<key>.json`` (the json marks the point as finished)."""
     from neurodsl.io.structure import save_structure
-    save_structure(structure, points_dir / f"{record['key']}.npz")
-    _write_json(record, points_dir / f"{record['key']}.json")
+    from .checkpoint import deferred_signals
+    with deferred_signals():  # SIGINT/SIGTERM wait until both files are written
+        save_structure(structure, points_dir / f"{record['key']}.npz")
+        _write_json(record, points_dir / f"{record['key']}.json")
     return record
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomic (temporary file + rename, the umask's mode, signals held while writing)."""
+    from .checkpoint import atomic_write_text
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _load_record(points_dir: Path, key: str) -> dict | None:
@@ -229,6 +230,23 @@ class _Log:
             print(msg, flush=True)
 
 
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's preemption or time limit) ends the search like Ctrl+C: a
+    KeyboardInterrupt("SIGTERM") in the main thread; finished points are already stored."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 # ----------------------------------------------------------------------------- driver
 def run_network_inference(loaded: LoadedSpec, out_dir: str | Path, *, scheduler: str | None = None,
                           progress: bool = True) -> xr.Dataset:
@@ -263,8 +281,15 @@ def run_network_inference(loaded: LoadedSpec, out_dir: str | Path, *, scheduler:
     log(f"start {spec.name}: {len(points)} points, {n_reused} already finished, {len(todo)} to compute "
         f"({scheduler or 'local cluster'})")
     t0 = time.perf_counter()
-    for rec in EXECUTORS[mode](todo, pdir, spec, scheduler, progress, log):
-        records[rec["key"]] = rec
+    try:
+        with _sigterm_as_interrupt():
+            for rec in EXECUTORS[mode](todo, pdir, spec, scheduler, progress, log):
+                records[rec["key"]] = rec
+    except KeyboardInterrupt as e:
+        done = sum(_load_record(pdir, k) is not None for k in set(keys))
+        log(f"interrupted ({e.args[0] if e.args else 'SIGINT'}): {done} of {len(set(keys))} points finished "
+            f"and kept in {pdir}; rerun the same command to resume (finished points are not recomputed)")
+        raise
     wall = time.perf_counter() - t0
     ds = _assemble(spec, points, keys, records)
     flat = np.where(np.isfinite(ds["score"].values), ds["score"].values, np.inf).ravel()

@@ -146,3 +146,54 @@ def test_shipped_spec_loads_and_round_trips():
     assert len(spec.grid) == 2 and len(spec.points()) <= 9
     assert load_spec_text(loaded.resolved_yaml).spec == spec  # the spec.yaml written to OUT reloads
     assert spec.network.generator == spec.generator
+
+
+TERM = """
+name: term_grid
+kind: network_inference
+seed: 3
+duration: 50 ms
+generator: {n_neurons: 60, n_inputs: 20, n_assemblies: 2, p_ff: {E: 0.2, I: 0.2},
+            p: {EE: {within: 0.2, between: 0.02}}}
+simulation: {input_rate: 10 Hz, warmup: 10 ms, stat_bin: 10 ms}
+grid:
+  network.scaling.E.input: [1.0, 1.5, 2.0]
+targets:
+  E: {rate: 5 Hz}
+figures: false
+"""
+
+
+def test_sigterm_stops_like_ctrl_c_and_a_rerun_resumes(tmp_path):
+    """A scheduler's SIGTERM with points remaining: exit 130 and a log line (like Ctrl+C), the
+    finished points kept (umask mode, no temporaries); the rerun computes only the others."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    (tmp_path / "grid.yaml").write_text(TERM)
+    out = tmp_path / "out"
+    cli = str(Path(sys.executable).with_name("neurodsl"))
+    proc = subprocess.Popen([cli, "infer-network", "grid.yaml", "--serial", "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / "points").glob("*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    done = sorted(p.stem for p in (out / "points").glob("*.json"))
+    assert proc.returncode == 130 and "neurodsl: interrupted" in err and "Traceback" not in err, err
+    assert 1 <= len(done) < 3 and not (out / "grid.nc").exists()
+    log = (out / "grid.log").read_text()
+    assert f"interrupted (SIGTERM): {len(done)} of 3 points finished" in log
+    assert not list((out / "points").glob(".*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in (out / "points").iterdir())
+    ds = run_network_inference(load_spec_text(TERM), out, scheduler="serial", progress=False)
+    assert ds.attrs["n_reused"] == len(done) and ds.attrs["n_computed"] == 3 - len(done)
+    rerun = (out / "grid.log").read_text()[len(log):].splitlines()
+    computed = [ln.split()[2] for ln in rerun if ln.split()[1] == "computed"]
+    assert len(computed) == 3 - len(done) and not set(computed) & set(done)
