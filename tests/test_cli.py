@@ -119,3 +119,17 @@ def test_debug_traceback_shows_every_spec_error():
                         "--set", "duration=-1", "--set", "populations.E.size=-3"], capture_output=True, text=True)
     assert "Traceback" in p.stderr and "duration: -1 has no unit" in p.stderr
     assert "populations.E.size: -3 is out of range" in p.stderr
+
+
+@pytest.mark.parametrize("existing", ["data.mat", "data_ground_truth.npz"])
+def test_make_data_does_not_overwrite_without_force(tmp_path, existing):
+    (tmp_path / existing).write_bytes(b"precious")
+    out = str(tmp_path / "data.mat")
+    r = CliRunner().invoke(main, ["make-data", "rnn-export", "--out", out, "--trials", "8"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "--force" in lines[0], r.output
+    assert (tmp_path / existing).read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing]
+    r = CliRunner().invoke(main, ["make-data", "rnn-export", "--out", out, "--trials", "8", "--force"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / existing).read_bytes() != b"precious"
