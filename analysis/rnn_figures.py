@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .plots import EI_COLORS, _figure, psth_panels, save
+from .psth import smooth_time
 
 
 def training_curves(log: list) -> object:
@@ -152,7 +153,7 @@ def _by_first_key(fit: xr.Dataset, da: xr.DataArray, max_groups: int = 6) -> xr.
     return out.dropna("condition", how="all").isel(condition=slice(0, max_groups))
 
 
-def pca_figures(fit: xr.Dataset):
+def pca_figures(fit: xr.Dataset, smooth_ms: float = 150.0):
     """PC1-3 over time (target solid, model dashed, condition-averaged) and PC1 vs PC2 per group of conditions."""
     k = fit.sizes["pc"]
     fig, ax = _figure(1, k + 1, figsize=(3.3 * k + 5.0, 3.8), width_ratios=[1] * k + [1.6])
@@ -166,7 +167,8 @@ def pca_figures(fit: xr.Dataset):
     ax[0, 0].legend(frameon=False, fontsize=7)
     a = ax[0, k]
     if k >= 2:
-        pt, pm = (_by_first_key(fit, fit[v].isel(pc=[0, 1])) for v in ("pca_target", "pca_model"))
+        pt, pm = (smooth_time(_by_first_key(fit, fit[v].isel(pc=[0, 1])), smooth_ms)
+                  for v in ("pca_target", "pca_model"))
         dim = [d for d in pt.dims if d not in ("pc", "time")][0]
         for c, lab in enumerate(pt[dim].values):
             col = f"C{c % 10}"
@@ -177,6 +179,8 @@ def pca_figures(fit: xr.Dataset):
             a.plot(xm, ym, color=col, lw=1.2, ls="--")
         a.legend(frameon=False, fontsize=7, loc="best", title="o: start", title_fontsize=7)
         a.set(xlabel="PC1", ylabel="PC2", title="state space: data solid, model dashed")
+        a.text(0.01, 0.01, f"Gaussian {smooth_ms:g} ms for display", transform=a.transAxes, fontsize=7,
+               color="0.4")
     else:
         a.set_visible(False)
     fig.suptitle("PCA of the validation PSTHs (smoothed, z-scored per neuron); model projected on the data's PCs",
@@ -205,15 +209,15 @@ def fano_comparison(fit: xr.Dataset):
     return fig
 
 
-def condition_psths(fit: xr.Dataset, n: int = 4):
+def condition_psths(fit: xr.Dataset, n: int = 4, smooth_ms: float = 50.0):
     """Validation PSTHs of the n neurons best fitted across conditions, averaged per value of the first
     condition key; the titles quote the report's condition-resolved r (``r_condition``)."""
     r = fit["r_condition"].values
     idx = list(np.argsort(np.where(np.isfinite(r), -r, np.inf))[:n])
-    pm, pt = (_by_first_key(fit, fit[v]) for v in ("psth_model", "psth_target"))
+    pm, pt = (smooth_time(_by_first_key(fit, fit[v]), smooth_ms) for v in ("psth_model", "psth_target"))
     fig = psth_panels(pm, pt, neurons=idx, ncols=min(n, 4), r=r, r_label="condition r")
-    fig.suptitle("validation PSTHs: target (solid) vs model (dashed); condition r as in training_report.md",
-                 fontsize=10)
+    fig.suptitle(f"validation PSTHs, target (solid) vs model (dashed), Gaussian {smooth_ms:g} ms for display; "
+                 "condition r (unsmoothed, all conditions) as in training_report.md", fontsize=9)
     return fig
 
 
