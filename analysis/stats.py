@@ -35,7 +35,7 @@ from .spikes import (_coords, bin_spikes, duration_ms, n_neurons,
                      spike_counts, spike_events)
 
 __all__ = ["per_neuron_rates", "mean_rates", "cv_isi", "fano_factor",
-           "fano_from_rates", "per_neuron_fano", "van_rossum_distance", "population_summary"]
+           "fano_from_rates", "per_neuron_fano", "van_rossum_distance", "population_summary", "threshold_ratio"]
 
 
 def _has_events(ds: xr.Dataset) -> bool:
@@ -286,3 +286,14 @@ def population_summary(ds: xr.Dataset, by: str | None = "ei",
         coords={dim: [g for g, _ in groups]})
 
 
+
+
+def threshold_ratio(V, V_th, axis_time: int = 0, axis_trial: int = 1) -> np.ndarray:
+    """Membrane fluctuation relative to the distance to threshold, per neuron (dimensionless):
+    ``std_t(V) / max(V_th - mean_t(V), 1 mV)`` within each trial (ddof 0), averaged over trials.
+    ``V`` in mV with time and trial axes (default (time, trial, neuron)); ``V_th`` in mV (scalar or
+    per neuron).  The ``membrane`` objective of ``kind: fit`` is this quantity over each chunk."""
+    V = np.asarray(V, np.float64)
+    mean, std = V.mean(axis_time), V.std(axis_time)
+    trial = axis_trial - (axis_trial > axis_time)
+    return (std / np.maximum(np.asarray(V_th, np.float64) - mean, 1.0)).mean(trial)

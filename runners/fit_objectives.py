@@ -19,7 +19,7 @@ chunk's gradient (truncated BPTT):
   over trials and bins: Fano_i = var / mean (ddof 0) as
   :func:`neurodsl.analysis.stats.per_neuron_fano`;
 * ``sV/sV2`` -- sums of V and V^2 over the current chunk (the membrane term, V after the
-  step), :func:`neurodsl.analysis.stats.threshold_ratio`.
+  step), as :func:`neurodsl.analysis.stats.threshold_ratio`.
 
 A population's value is the mean over its neurons where the metric is defined.
 """

@@ -79,3 +79,15 @@ def test_rate_term_is_zero_at_the_target_and_positive_elsewhere(per):
     assert float(FO.term_value(off, obs, DT, 0.0)) > 0.1
     if per == "population":
         assert float(FO.term_value(at, obs, DT, 0.0)) < 1e-10
+
+
+def test_membrane_ratio_equals_analysis_threshold_ratio():
+    rng = np.random.default_rng(4)
+    T, B, N = 200, 3, 5
+    V = rng.normal(-55, 3, (T, B, N))
+    V[:, :, 0] = -49.5   # mean above V_th - 1 mV: the 1 mV floor applies
+    V_th = -50.0
+    obs = FO.track(FO.init_obs(B, N, jnp.float64), jnp.zeros((T, B, N)), jnp.asarray(V), DT, 0)
+    got = np.asarray(FO.threshold_ratio(obs, V_th))
+    # float32 sums of 200 squares; the loss floors the variance at 1e-12 mV^2 (std 1e-6 mV)
+    np.testing.assert_allclose(got, stats.threshold_ratio(V, V_th), rtol=1e-4, atol=1e-5)
