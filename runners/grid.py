@@ -233,16 +233,20 @@ class _Log:
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (a scheduler's preemption or time limit) ends the search like Ctrl+C: a
-    KeyboardInterrupt("SIGTERM") in the main thread; finished points are already stored."""
+    KeyboardInterrupt("SIGTERM") in the main thread; finished points are already stored.  The handler
+    also sets a flag that the loop checks after every point: an exception raised by a signal handler
+    is lost when the signal lands inside a callback Python ignores exceptions from (e.g. a gc hook)."""
+    hit: list[int] = []
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
-        yield
+        yield hit
         return
 
     def handler(signum, frame):
+        hit.append(signum)
         raise KeyboardInterrupt("SIGTERM")
     old = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield hit
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -282,9 +286,11 @@ def run_network_inference(loaded: LoadedSpec, out_dir: str | Path, *, scheduler:
         f"({scheduler or 'local cluster'})")
     t0 = time.perf_counter()
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt() as hit:
             for rec in EXECUTORS[mode](todo, pdir, spec, scheduler, progress, log):
                 records[rec["key"]] = rec
+                if hit:
+                    raise KeyboardInterrupt("SIGTERM")
     except KeyboardInterrupt as e:
         done = sum(_load_record(pdir, k) is not None for k in set(keys))
         log(f"interrupted ({e.args[0] if e.args else 'SIGINT'}): {done} of {len(set(keys))} points finished "
