@@ -233,17 +233,16 @@ class _Log:
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (a scheduler's preemption or time limit) ends the search like Ctrl+C: a
-    KeyboardInterrupt("SIGTERM") in the main thread; finished points are already stored.  The handler
-    also sets a flag that the loop checks after every point: an exception raised by a signal handler
-    is lost when the signal lands inside a callback Python ignores exceptions from (e.g. a gc hook)."""
+    KeyboardInterrupt("SIGTERM") raised by the loop after the point in hand is stored.  The handler only
+    sets a flag: an exception raised inside a signal handler is lost when the signal lands in a
+    callback whose exceptions Python ignores (e.g. XLA's gc hook)."""
     hit: list[int] = []
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
         yield hit
         return
 
-    def handler(signum, frame):
+    def handler(signum, frame):  # flag only: the loop raises after the point in hand is stored
         hit.append(signum)
-        raise KeyboardInterrupt("SIGTERM")
     old = signal.signal(signal.SIGTERM, handler)
     try:
         yield hit
