@@ -229,6 +229,15 @@ def evaluate(spec, trained: dict[str, np.ndarray], progress: bool = False) -> di
     return {i.name: float(counts[i.offset:i.offset + i.size].sum() / (i.size * secs)) for i in net.infos}
 
 
+def _write_npz(path: Path, arrays: dict) -> None:
+    """Atomically, with the umask's mode (the shared atomic-write path)."""
+    import io
+    from neurodsl.io.atomic import write_bytes
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
 def _targets(spec) -> dict[str, float]:
     out = {}
     for o in spec.objectives:
@@ -292,8 +301,7 @@ def run_fit(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, te
     if res["interrupted"] or not (res["complete"] or test or max_updates):
         return {"interrupted": True, "updates": res["updates"]}
     trained = {k: np.asarray(p.value) for k, p in tr.params.items()}
-    np.savez(out / ".params.npz.tmp.npz", **trained)  # training is complete: keep it before evaluating
-    (out / ".params.npz.tmp.npz").replace(out / "params.npz")
+    _write_npz(out / "params.npz", trained)  # training is complete: keep it before evaluating
     rates = evaluate(spec, trained)
     targets = _targets(spec)
     pops = {k: {"rate_hz": r, "target_hz": targets.get(k),

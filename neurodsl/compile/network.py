@@ -97,11 +97,6 @@ class Projection(brainstate.nn.Module):
     def kernel(self) -> EventKernel:
         return self.scheme.kernel
 
-    def effective_weight(self):
-        """(S,) signed weights (trained, if so) times the trained scale (numpy for untrained)."""
-        w = self.synapses.weight if self.log_weight is None else self.sign * jnp.exp(self.log_weight.value)
-        return w * jnp.exp(self.log_scale.value) if self.log_scale is not None else w
-
     def propagate(self, spikes, params: dict | None = None):
         """(B, n_pre) spikes -> (B, n_post) summed (trained) weights of the spiking inputs.
         ``params`` (label -> log value) replaces the states' values (functional use)."""
