@@ -232,7 +232,7 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     setup_s = time.perf_counter() - t_setup
     _header(tr, data, n_epochs, run.epoch, progress)
     t_train = time.perf_counter()
-    run, hit, stopped = _train(tr, loaded, run, saver, out, n_epochs, progress)
+    run, hit, stopped = _engine(t.method)(tr, loaded, run, saver, out, n_epochs, progress)
     train_s = time.perf_counter() - t_train
     saver.save("latest.npz", run)
     log = list(run.log)
@@ -251,6 +251,14 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
                             setup_s=setup_s, test=test)
     _banner(summary, out)
     return summary
+
+
+def _engine(method: str):
+    """The training loop of ``training.method``: same signature, same committed-run contract."""
+    if method == "force":
+        from .rnn_force import train_force
+        return train_force
+    return _train
 
 
 def _train(tr: Trainer, loaded: LoadedSpec, run: FitRun, saver: Saver, out: Path, n_epochs: int,

@@ -109,6 +109,8 @@ class RNNLossSpec(SpecModel):
 class RNNTrainingSpec(SpecModel):
     """Optimiser, schedule, stopping and checkpoints (epochs count passes over the training set)."""
 
+    method: Literal["bptt"] = Field(
+        "bptt", description="bptt: Adam on the losses below, through time")
     epochs: int = Field(2000, gt=0)
     batch_size: int | None = Field(None, gt=0, description="trials per step (default: all training trials)")
     learning_rate: float = Field(1e-3, gt=0.0)
