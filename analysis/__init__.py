@@ -19,7 +19,8 @@ import importlib
 from .spikes import (bin_spikes, duration_ms, rates_from_events, spike_counts,
                      spike_events, spike_trains)
 from .stats import (cv_isi, fano_factor, fano_from_rates, mean_rates, per_neuron_fano,
-                    per_neuron_rates, population_summary, threshold_ratio, van_rossum_distance)
+                    per_neuron_rates, population_summary, threshold_ratio, van_rossum_distance,
+                    van_rossum_norm)
 from .psth import noise_ceiling, psth, psth_correlation, smooth_time, zscore_psth
 from .pca import pca, project, variance_captured
 
@@ -31,7 +32,7 @@ __all__ = [
     "duration_ms",
     "per_neuron_rates", "mean_rates", "cv_isi", "fano_factor", "fano_from_rates",
     "per_neuron_fano",
-    "van_rossum_distance", "population_summary", "threshold_ratio",
+    "van_rossum_distance", "van_rossum_norm", "population_summary", "threshold_ratio",
     "psth", "smooth_time", "zscore_psth", "psth_correlation", "noise_ceiling",
     "pca", "project", "variance_captured",
     *_PLOTS,

@@ -35,7 +35,7 @@ from .spikes import (_coords, bin_spikes, duration_ms, n_neurons,
                      spike_counts, spike_events)
 
 __all__ = ["per_neuron_rates", "mean_rates", "cv_isi", "fano_factor",
-           "fano_from_rates", "per_neuron_fano", "van_rossum_distance", "population_summary", "threshold_ratio"]
+           "fano_from_rates", "per_neuron_fano", "van_rossum_distance", "van_rossum_norm", "population_summary", "threshold_ratio"]
 
 
 def _has_events(ds: xr.Dataset) -> bool:
@@ -198,6 +198,17 @@ def _kernel(kernel: str, tau_ms: float, tau_rise_ms: float, tau_decay_ms: float)
     raise ValueError(f"unknown kernel {kernel!r} (expected 'exp' or 'double_exp')")
 
 
+def van_rossum_norm(kernel: str = "exp", tau_ms: float = 10.0, tau_rise_ms: float = 10.0,
+                    tau_decay_ms: float = 100.0) -> float:
+    """``2 int_0^inf K(t)^2 dt`` (ms) of the unit-amplitude kernel of :func:`van_rossum_distance`.
+
+    The denominator of ``D^2``; differentiable counterparts (the spiking training loss)
+    divide by this same number, so the two agree on the same spikes."""
+    amp, tau = _kernel(kernel, tau_ms, tau_rise_ms, tau_decay_ms)
+    tau_pair = 1.0 / (1.0 / tau[:, None] + 1.0 / tau[None, :])
+    return float(2.0 * np.sum(np.outer(amp, amp) * tau_pair))
+
+
 def van_rossum_distance(train_a, train_b, tau_ms: float = 10.0, dt_ms: float | None = 0.1,
                         t_max: float | None = None, kernel: str = "exp",
                         tau_rise_ms: float = 10.0, tau_decay_ms: float = 100.0,
@@ -245,7 +256,7 @@ def van_rossum_distance(train_a, train_b, tau_ms: float = 10.0, dt_ms: float | N
     tau_pair = 1.0 / (1.0 / tau[:, None] + 1.0 / tau[None, :])  # tau_cc' (ms)
     weight = tau_pair * -np.expm1(-length[:, None, None] / tau_pair)  # int_0^L e^{-u/tau_cc'}
     integral = np.einsum("ic,id,icd->", states, states, weight)
-    norm = 2.0 * np.sum(np.outer(amp, amp) * tau_pair)  # 2 int K^2 dt
+    norm = van_rossum_norm(kernel, tau_ms, tau_rise_ms, tau_decay_ms)  # 2 int K^2 dt
     return float(np.sqrt(max(integral / norm, 0.0)))
 
 

@@ -29,10 +29,15 @@ Terms (each a function ``(ctx, obs, eff) -> scalar``; weights come from the spec
                   trials, CV_i = sqrt(m2 - m1^2) / m1 from the normalised moments;
                   neurons with fewer than two ISIs get weight ``clip(n_isi - 1, 0, 1)``;
                   loss = sum over types of (weighted mean CV - target)^2.
-``van_rossum``    both trains filtered in the scan by the peak-normalised double
-                  exponential kernel (rise/decay default 10/100 ms);
-                  D^2 = (dt / tau_decay) sum_t (f_student - f_teacher)^2, averaged over
-                  trials and neurons, per second of window.
+``van_rossum``    the differentiable counterpart of
+                  :func:`neurodsl.analysis.stats.van_rossum_distance` (kernel ``double_exp``,
+                  rise/decay default 10/100 ms, ``include_tail=False``, over the window):
+                  both trains are filtered in the scan by K(t) = exp(-t/decay) - exp(-t/rise),
+                  D_i^2 = dt sum_t (f_student - f_teacher)^2 / van_rossum_norm(...), and the
+                  term is the mean of D_i^2 over trials and neurons per second of window
+                  (so its weight does not depend on the window length).  Parity test:
+                  tests/runners/test_spiking_losses.py.  (Before 2026-12-02 the kernel was
+                  peak-normalised and divided by tau_decay: 1.52x this value for 10/100 ms.)
 ``silent``        ``alpha * mean_i exp(-n_i)``, n_i the window's spike count of neuron i
                   pooled over trials (1 for a silent neuron, gradient -1 per spike).
 ``membrane``      (mean_i std_t(V_i) / max(V_th - mean_t V_i, 1 mV) - threshold_ratio)^2
@@ -48,6 +53,8 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from neurodsl.analysis.stats import van_rossum_norm  # one definition of D^2's denominator
 
 from .fit_objectives import neuron_cv  # one definition of the soft ISI CV
 
@@ -71,11 +78,6 @@ class LossContext:
     has_teacher: bool = False
     rec_is_exc: np.ndarray | None = None  # (S,) recurrent synapse has an E presynaptic neuron
     teacher_forcing: bool = False        # recurrent drive from the teacher's spikes (student)
-
-
-def _kernel_norm(tr: float, td: float) -> float:
-    t_peak = td * tr / (td - tr) * math.log(td / tr)
-    return 1.0 / (math.exp(-t_peak / td) - math.exp(-t_peak / tr))
 
 
 # ----------------------------------------------------------------------------- trackers
@@ -104,11 +106,10 @@ def make_observer(ctx: LossContext):
     """``observe(obs, out, teacher_t) -> (obs, {})`` for OlfactoryTrainModel.run."""
     dt = ctx.dt
     dr, dd = math.exp(-dt / ctx.vr_rise), math.exp(-dt / ctx.vr_decay)
-    norm = _kernel_norm(ctx.vr_rise, ctx.vr_decay)
 
-    def filt(x, s):
+    def filt(x, s):  # K(t) = exp(-t/decay) - exp(-t/rise), a spike at t adds 1 to both
         x = jnp.stack([x[0] * dd + s, x[1] * dr + s])
-        return x, norm * (x[0] - x[1])
+        return x, x[0] - x[1]
 
     def observe(obs, out, teacher_t):
         s, V = out["spikes"], out["V"]
@@ -181,7 +182,8 @@ def van_rossum_loss(ctx: LossContext, obs, eff):
     if not ctx.has_teacher:
         return jnp.zeros((), obs["tau"].dtype)
     secs = window_seconds(obs) * ctx.dt * 1e-3
-    return jnp.mean(obs["vr_sq"]) * ctx.dt / ctx.vr_decay / secs
+    norm = van_rossum_norm("double_exp", tau_rise_ms=ctx.vr_rise, tau_decay_ms=ctx.vr_decay)
+    return jnp.mean(obs["vr_sq"]) * ctx.dt / norm / secs
 
 
 def silent_loss(ctx: LossContext, obs, eff):
