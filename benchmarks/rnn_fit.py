@@ -3,13 +3,19 @@
     python benchmarks/rnn_fit.py speed   [--epochs 20] [--set key=value ...]
     python benchmarks/rnn_fit.py fit     [--set key=value ...] [--out DIR]
     python benchmarks/rnn_fit.py synthetic [--epochs 300]
+    python benchmarks/rnn_fit.py continuous-speed [--epochs 20]
+    python benchmarks/rnn_fit.py continuous [--epochs 300]
 
 ``speed``: the 08_13 recording (<repo>/../shared/data/activity/...), full training
 set, full config of spec/final_rnn.yaml; compiles once, then times ``--epochs``
 epochs (median s/epoch, each including the validation pass).  ``fit``: a full
 run (writes results) and prints r vs noise ceiling.  ``synthetic``: recovery of
 a known E-I RNN at full size (held-out PSTH r vs the generator's noise-free
-rates).  Prints one JSON line per result.  Skips with a message if the recording
+rates).  ``continuous-speed`` / ``continuous``: a known E-I RNN (12 E + 4 I) with
+continuous eye-trace inputs, 600 trials x 120 bins (every (trial, bin) input row
+distinct, so the per-batch embedding path runs): s/epoch, and a full run of
+``--epochs`` (wall time, best validation r, ceiling, r vs ground truth).
+Prints one JSON line per result.  Skips with a message if the recording
 is absent.
 """
 from __future__ import annotations
@@ -34,12 +40,20 @@ def _machine() -> dict:
             "jax": jax.__version__, "load_avg_1min": os.getloadavg()[0]}
 
 
-def speed(epochs: int, overrides: list[str]) -> dict:
+def _continuous_file() -> Path:
+    from neurodsl.runners.rnn_fit import make_data
+    path = Path(tempfile.gettempdir()) / "neurodsl_bench_continuous_600x120x16.mat"
+    if not path.is_file():  # seeded: the same recording every time
+        make_data(path, n_exc=12, n_inh=4, n_trials=600, n_time=120, seed=0, continuous=True)
+    return path
+
+
+def speed(epochs: int, overrides: list[str], path: Path = REAL, bench: str = "rnn_fit_speed") -> dict:
     import jax
     import numpy as np
     from neurodsl.runners.rnn_fit import Trainer, prepare_data
     from neurodsl.spec import load_spec
-    loaded = load_spec(SPEC, [f"data.file={REAL.resolve()}", *overrides])
+    loaded = load_spec(SPEC, [f"data.file={path.resolve()}", *overrides])
     data = prepare_data(loaded)
     tr = Trainer(loaded, data)
     state = tr.state0
@@ -53,7 +67,8 @@ def speed(epochs: int, overrides: list[str]) -> dict:
         state, m = tr.epoch_fn(state)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
-    return {"bench": "rnn_fit_speed", "s_per_epoch_median": float(np.median(times)),
+    return {"bench": bench, "s_per_epoch_median": float(np.median(times)), "per_batch_embedding": tr.per_batch,
+            "distinct_inputs": len(data.table),
             "s_per_epoch_min": float(np.min(times)), "epochs_timed": epochs, "compile_plus_first_s": compile_s,
             "train_trials": len(data.train), "val_trials": len(data.val), "bins": data.rates.shape[1],
             "units": tr.cfg.n_units, "batches_per_epoch": tr.n_batches, "overrides": overrides, **_machine()}
@@ -84,18 +99,33 @@ def synthetic(epochs: int, overrides: list[str]) -> dict:
             "overrides": overrides, **_machine()}
 
 
+def continuous(epochs: int, overrides: list[str]) -> dict:
+    from neurodsl.runners.rnn_fit import run_rnn_fit
+    from neurodsl.spec import load_spec
+    path = _continuous_file()
+    loaded = load_spec(SPEC, [f"data.file={path}", f"training.epochs={epochs}", *overrides])
+    t0 = time.perf_counter()
+    s = run_rnn_fit(loaded, Path(tempfile.mkdtemp()) / "fit", progress=False)
+    keys = ("epochs", "best_epoch", "best_val_correlation", "r_pooled", "ceiling_pooled", "r_ground_truth",
+            "r_condition", "ceiling_condition", "s_per_epoch", "train_time_s")
+    return {"bench": "rnn_fit_continuous", **{k: s.get(k) for k in keys}, "wall_s": time.perf_counter() - t0,
+            "overrides": overrides, **_machine()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("speed", "fit", "synthetic"))
+    ap.add_argument("what", choices=("speed", "fit", "synthetic", "continuous-speed", "continuous"))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    if a.what != "synthetic" and not REAL.is_file():
+    if a.what in ("speed", "fit") and not REAL.is_file():
         print(f"SKIP: recording not found at {REAL} (needs <repo>/../shared/data/activity/)", file=sys.stderr)
         return 0
     res = {"speed": lambda: speed(a.epochs, a.overrides), "fit": lambda: fit(a.overrides, a.out),
-           "synthetic": lambda: synthetic(a.epochs, a.overrides)}[a.what]()
+           "synthetic": lambda: synthetic(a.epochs, a.overrides),
+           "continuous-speed": lambda: speed(a.epochs, a.overrides, _continuous_file(), "rnn_fit_continuous_speed"),
+           "continuous": lambda: continuous(a.epochs, a.overrides)}[a.what]()
     print(json.dumps(res))
     return 0
 

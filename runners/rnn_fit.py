@@ -102,8 +102,7 @@ def _console_warnings(caught) -> None:
 
 
 def _check_training_trials(loaded: LoadedSpec, cond_train: np.ndarray, names) -> None:
-    """The noise ceiling (split halves) needs >= 2 training trials in every condition: say so before
-    training instead of failing after it."""
+    """The noise ceiling needs >= 2 training trials per condition: say so before training, not after."""
     counts = np.bincount(cond_train, minlength=len(names))
     few = [(str(names[c]), int(counts[c])) for c in np.flatnonzero(counts < 2)]
     if not few:
@@ -138,14 +137,14 @@ class Trainer:
     def __init__(self, loaded: LoadedSpec, data: FitData):
         import jax
         import jax.numpy as jnp
-        from neurodsl.compile.rate_rnn import build_rate_rnn, simulate
+        from neurodsl.compile.attention import use_table
+        from neurodsl.compile.rate_rnn import build_rate_rnn, simulate_batch
         from . import rnn_losses as L
         spec, t, ls = loaded.spec, loaded.spec.training, loaded.spec.training.losses
         self.spec, self.data, self.L = spec, data, L
         dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
         tr = data.train
-        n_cond = len(data.cond_names)
-        onehot = np.eye(n_cond, dtype=np.float32)[data.cond]
+        onehot = np.eye(len(data.cond_names), dtype=np.float32)[data.cond]
         mean_rates = (data.rates[tr] * data.valid[tr][..., None]).sum((0, 1)) / max(data.valid[tr].sum(), 1)
         ei = np.asarray(data.ds["ei"].values).astype(str)
         self.module = build_rate_rnn(spec.model, ei, data.table.shape[1], data.bin_ms, spec.seed,
@@ -163,15 +162,22 @@ class Trainer:
         self.batch_size = min(t.batch_size or len(tr), len(tr))
         n_batches = max(1, len(tr) // self.batch_size)
         self.tx = L.make_optimizer(t, n_batches)
-        self.table = jnp.asarray(data.table, dtype)
+        c, rows = self.cfg, self.batch_size * T  # per batch when the distinct-row table costs more than a batch
+        self.per_batch = not use_table(len(data.table), rows, c.embedding, c.n_inputs, c.emb_dim, c.heads, c.n_units)
+        data.notes.append(f"input embedding {'per batch' if self.per_batch else 'by table'}: {len(data.table)} "
+                          f"distinct input vectors, {rows} (trial, bin) rows per batch")
+        self.table = jnp.asarray(data.table[:1] if self.per_batch else data.table, dtype)  # per batch: unused
 
         def arrays(idx):
-            a = {"index": jnp.asarray(data.index[idx]), "target": jnp.asarray(data.rates[idx], dtype),
+            inp = ({"u": jnp.asarray(data.table[data.index[idx]], dtype)} if self.per_batch
+                   else {"index": jnp.asarray(data.index[idx])})
+            a = {**inp, "target": jnp.asarray(data.rates[idx], dtype),
                  "valid": jnp.asarray(data.valid[idx], dtype), "onehot": jnp.asarray(onehot[idx], dtype)}
             a["traj"] = L.trajectories(a["target"], a["valid"], self.st["smooth_ds"], self.st["mu"], self.st["sd"])
             return a
         self.train_arrays, self.val_arrays = arrays(tr), arrays(data.val)
-        ckey = (_fingerprint(loaded), data.ds.attrs.get("source_sha256"), len(data.cond), len(tr), self.batch_size)
+        ckey = (_fingerprint(loaded), data.ds.attrs.get("source_sha256"), len(data.cond), len(tr), self.batch_size,
+                self.per_batch)
         if ckey not in _COMPILED:  # same spec and data shapes in one process: reuse the compiled epoch
             _COMPILED.clear()
             _COMPILED[ckey] = L.build_epoch(self.cfg, self.loss_cfg, self.tx, len(tr), self.batch_size,
@@ -182,13 +188,16 @@ class Trainer:
         self.state0 = {"params": params, "opt": self.tx.init(params),
                        "bal": {"m": jnp.zeros(3, dtype), "c": jnp.zeros((), dtype)},
                        "key": jax.random.PRNGKey(spec.seed)}
-        self.sim = jax.jit(lambda p, idx, key, noise: simulate(p, self.cfg, self.table, idx, key, noise),
+        self.sim = jax.jit(lambda p, b, key, noise: simulate_batch(p, self.cfg, self.table, b, key, noise),
                            static_argnums=(3,))
 
     def rates(self, params, trials, noise: bool = False, seed: int = 0) -> np.ndarray:
         import jax
         key = jax.random.PRNGKey(seed + 7919) if noise else None
-        return np.asarray(self.sim(params, self.data.index[trials], key, float(self.cfg.noise if noise else 0.0)))
+        d = self.data
+        b = {"u": d.table[d.index[trials]].astype(self.table.dtype)} if self.per_batch else {"index": d.index[trials]}
+        return np.asarray(self.sim(params, b, key, float(self.cfg.noise if noise else 0.0)))
+
 
 
 def _detail(tr: Trainer, params, r_neuron) -> dict:

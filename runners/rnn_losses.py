@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from neurodsl.compile.rate_rnn import RateRNNConfig, simulate
+from neurodsl.compile.rate_rnn import RateRNNConfig, simulate_batch
 
 TERMS = ("L_neuron", "L_trial", "L_rate")
 
@@ -188,7 +188,12 @@ def l2_term(params, cfg: LossConfig):
 
 def total_loss(params, model: RateRNNConfig, table, batch, st, cfg: LossConfig, key=None, noise=None):
     """Weighted total loss and its parts (the value logged as train/val loss)."""
-    r = simulate(params, model, table, batch["index"], key, noise)[..., :model.n_recorded]
+    r = simulate_batch(params, model, table, batch, key, noise)[..., :model.n_recorded]
+    return loss_of_rates(r, params, batch, st, cfg)
+
+
+def loss_of_rates(r, params, batch, st, cfg: LossConfig):
+    """:func:`total_loss` of recorded-unit rates ``r`` already simulated."""
     ln, lt, lr = rate_terms(r, batch, st, cfg)
     l2 = l2_term(params, cfg)
     total = cfg.lambda_neuron * ln + cfg.ltrial_scale * lt + lr + l2
@@ -197,7 +202,7 @@ def total_loss(params, model: RateRNNConfig, table, batch, st, cfg: LossConfig, 
 
 def loss_and_grads(params, bal, model: RateRNNConfig, table, batch, st, cfg: LossConfig, key):
     """Loss parts, parameter gradients and the new balancer state (one forward, one backward)."""
-    fwd = lambda p: simulate(p, model, table, batch["index"], key)[..., :model.n_recorded]  # noqa: E731
+    fwd = lambda p: simulate_batch(p, model, table, batch, key)[..., :model.n_recorded]  # noqa: E731
     rates, vjp = jax.vjp(fwd, params)
     parts, grads = [], []
     for fn in term_fns(cfg):
@@ -284,8 +289,8 @@ def build_epoch(model: RateRNNConfig, cfg: LossConfig, tx: Optimizer, n_train: i
                 plateau_on: str = "val_loss"):
     """jit-compiled ``epoch(state, train, val, table, st) -> (state, metrics)`` (one pass + validation).
 
-    ``train``/``val``: dicts of per-trial arrays (index, target, valid, onehot, traj);
-    ``table``: distinct input vectors; ``st``: :func:`target_stats` + smoothing matrices.
+    ``train``/``val``: dicts of per-trial arrays (index or u, target, valid, onehot, traj);
+    ``table``: distinct input vectors (unused when the dicts carry inputs ``u``: per-batch embedding); ``st``: :func:`target_stats` + smoothing matrices.
     """
     n_batches = max(1, n_train // batch_size)
     full = n_batches * batch_size == n_train
@@ -309,8 +314,8 @@ def build_epoch(model: RateRNNConfig, cfg: LossConfig, tx: Optimizer, n_train: i
 
         (params, opt, bal), (tot, parts) = jax.lax.scan(
             step, (state["params"], state["opt"], state["bal"]), (perm, keys))
-        val_total, _ = total_loss(params, model, table, val, st, cfg, None, 0.0)
-        rv = simulate(params, model, table, val["index"], None, 0.0)[..., :model.n_recorded]
+        rv = simulate_batch(params, model, table, val, None, 0.0)[..., :model.n_recorded]
+        val_total, _ = loss_of_rates(rv, params, val, st, cfg)  # one validation simulation
         r = pooled_correlation(rv, val["target"], val["valid"])
         monitored = {"val_loss": val_total, "train_loss": tot.mean(),
                      "val_correlation": -jnp.nan_to_num(jnp.nanmean(r), nan=0.0)}[plateau_on]

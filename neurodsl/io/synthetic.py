@@ -23,6 +23,12 @@ target + identity + salience on until the end, go (fixation off) with jitter,
 eye moves to the target 4 bins later, reward pulse (longer when reward = 1).
 ``trial_duration_ms`` is the reward onset time in ms, the meaning it has in
 the real file (an event time, not the end of the data).
+
+``continuous=True`` makes ``eye_x`` / ``eye_y`` continuous traces as real eye
+positions are (:func:`_eye_traces`): fixational drift (an Ornstein-Uhlenbeck
+process, sd 0.05, 100 ms), a 2-bin saccade to a per-trial scattered end point
+near the target (sd 0.1), so every (trial, bin) input vector is distinct.  The
+generator network is the same; ground truth holds the inputs (``inputs``).
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
-def _task(n_trials: int, n_time: int, n_pre: int, bin_ms: float, rng: np.random.Generator):
+def _task(n_trials: int, n_time: int, n_pre: int, bin_ms: float, rng: np.random.Generator,
+          continuous: bool = False):
     """Inputs (K, T, 14) and trial labels for a balanced location x identity x reward design."""
     if n_time < n_pre + 16:
         raise ValueError(f"n_time={n_time} is too short: need >= n_pre + 16 = {n_pre + 16} bins")
@@ -68,13 +75,33 @@ def _task(n_trials: int, n_time: int, n_pre: int, bin_ms: float, rng: np.random.
     u[..., _CH["go_signal"]] = tt >= t_go[:, None]
     u[..., _CH["reward_on"]] = (tt >= t_rew[:, None]) & (tt < (t_rew + rew_len)[:, None])
     angle = np.deg2rad(45.0 + 90.0 * (loc - 1))
-    moved = tt >= t_eye[:, None]
-    u[..., _CH["eye_x"]] = moved * np.cos(angle)[:, None]
-    u[..., _CH["eye_y"]] = moved * np.sin(angle)[:, None]
+    if continuous:
+        u[..., _CH["eye_x"]], u[..., _CH["eye_y"]] = _eye_traces(angle, t_eye, n_time, bin_ms, rng)
+    else:
+        moved = tt >= t_eye[:, None]
+        u[..., _CH["eye_x"]] = moved * np.cos(angle)[:, None]
+        u[..., _CH["eye_y"]] = moved * np.sin(angle)[:, None]
     dur_ms = (t_rew - n_pre) * bin_ms
     labels = {"trial_location": loc, "trial_identity": idn, "trial_reward": rew,
               "trial_salience": sal, "trial_duration_ms": dur_ms}
     return u, {k_: np.asarray(v, dtype=np.float64) for k_, v in labels.items()}
+
+
+def _eye_traces(angle, t_eye, n_time: int, bin_ms: float, rng: np.random.Generator,
+                drift_sd: float = 0.05, drift_ms: float = 100.0, scatter: float = 0.1):
+    """Continuous eye position (x, y), each (K, T): OU drift around the fixation point, then a
+    linear 2-bin saccade to ``(cos, sin)(angle) + N(0, scatter^2)`` and drift around it."""
+    k = len(angle)
+    rho = np.exp(-bin_ms / drift_ms)
+    drift = np.empty((2, k, n_time))
+    drift[:, :, 0] = rng.normal(0.0, drift_sd, (2, k))
+    kick = rng.normal(0.0, drift_sd * np.sqrt(1.0 - rho ** 2), (2, k, n_time))
+    for t in range(1, n_time):
+        drift[:, :, t] = rho * drift[:, :, t - 1] + kick[:, :, t]
+    end = np.stack([np.cos(angle), np.sin(angle)]) + rng.normal(0.0, scatter, (2, k))
+    frac = np.clip((np.arange(n_time)[None, :] - t_eye[:, None] + 1) / 2.0, 0.0, 1.0)  # (K, T)
+    xy = frac[None] * end[:, :, None] + drift
+    return xy[0], xy[1]
 
 
 def _network(n_exc: int, n_inh: int, n_in: int, rng: np.random.Generator, rho: float = 0.7):
@@ -112,19 +139,20 @@ def _simulate(w, w_in, b, h0, u, alpha, noise, rng):
 
 def make_rnn_export(n_exc: int = 8, n_inh: int = 2, n_trials: int = 192, n_time: int = 60,
                     bin_size_ms: float = 25.0, seed: int = 0, *, tau_ms: float = 50.0,
-                    noise: float = 0.5, n_pre: int = 4) -> tuple[dict, dict]:
+                    noise: float = 0.5, n_pre: int = 4, continuous: bool = False) -> tuple[dict, dict]:
     """Return ``(arrays, ground_truth)``: rnn_export variables (python layout) and the model.
 
     Units are ordered E first, then I (``neuron_type`` 1 then 2).  Ground truth:
     ``W_rec`` (post, pre), ``W_in`` (post, input), ``b``, ``h0``, ``tau_ms``,
     ``dt_ms``, ``noise``, ``ei``, ``neuron_type``, ``input_names``,
     ``rates_latent`` (the Poisson intensity, with process noise) and
-    ``rates_noiseless`` (same inputs, noise = 0), both (trial, time, neuron) sp/s.
+    ``rates_noiseless`` (same inputs, noise = 0), both (trial, time, neuron) sp/s, and
+    ``inputs`` (trial, time, input) with ``continuous=True`` (see the module docstring).
     """
     if n_exc < 1 or n_inh < 0 or n_trials < 1:
         raise ValueError("need n_exc >= 1, n_inh >= 0, n_trials >= 1")
     rng = np.random.default_rng(seed)
-    u, labels = _task(n_trials, n_time, n_pre, bin_size_ms, rng)
+    u, labels = _task(n_trials, n_time, n_pre, bin_size_ms, rng, continuous)
     w, w_in, b = _network(n_exc, n_inh, len(INPUT_NAMES), rng)
     alpha = bin_size_ms / tau_ms
     h0 = b + rng.normal(0.0, 1.0, len(b))
@@ -149,6 +177,8 @@ def make_rnn_export(n_exc: int = 8, n_inh: int = 2, n_trials: int = 192, n_time:
              "dt_ms": np.float64(bin_size_ms), "noise": np.float64(noise),
              "ei": np.where(nt == 1, "E", "I"), "neuron_type": nt, "input_names": np.array(INPUT_NAMES),
              "nonlinearity": np.array("softplus"), "rates_latent": latent, "rates_noiseless": clean}
+    if continuous:
+        truth["inputs"] = u
     return arrays, truth
 
 
@@ -159,6 +189,6 @@ def write_synthetic(path: str | Path, *, version: str = "7.3", **kw) -> tuple[Pa
     path = Path(path)
     out = write_rnn_export(path, arrays, version=version)
     gt = path.with_name(f"{path.stem}_ground_truth.npz")
-    small = {k: (v.astype(np.float32) if k.startswith("rates_") else v) for k, v in truth.items()}
+    small = {k: (v.astype(np.float32) if k.startswith("rates_") or k == "inputs" else v) for k, v in truth.items()}
     np.savez_compressed(gt, **small)
     return out, gt

@@ -128,3 +128,38 @@ def test_balancer_normalises_each_term():
         n1 = np.sqrt(sum(float(jnp.sum(v ** 2)) for v in g1.values()))
         n2 = np.sqrt(sum(float(jnp.sum(v ** 2)) for v in g2.values()))
         assert 0.05 < n2 / n1 < 20
+
+
+@pytest.mark.parametrize("kind", ["attention", "linear", "none"])
+def test_per_batch_embedding_matches_table_path_float64(kind):
+    """Embedding each batch's own rows (folded attention algebra) gives the table path's loss and
+    gradients: same model, same noise draws, continuous (all-distinct) inputs."""
+    with enable_x64():
+        cfg, p, table, batch, st = _tiny_problem(kind)
+        rng = np.random.default_rng(5)
+        u = rng.normal(0.0, 1.0, batch["index"].shape + (table.shape[1],))  # every row distinct
+        tab, idx, _ = A.unique_rows(u)
+        assert len(tab) == u.shape[0] * u.shape[1]
+        b_tab = {**batch, "index": jnp.asarray(idx)}
+        b_row = {k: v for k, v in batch.items() if k != "index"} | {"u": jnp.asarray(u)}
+        e_tab = np.asarray(A.embed(kind, p, jnp.asarray(tab), cfg.heads) @ p["w_in"].T)
+        e_row = np.asarray(A.project(kind, p, jnp.asarray(tab), p["w_in"].T, cfg.heads))
+        np.testing.assert_allclose(e_row, e_tab, rtol=1e-10, atol=1e-10)
+        lc = L.LossConfig(1.0, 0.5, 1e-2, 0.1, 0.05, 0.5, 50, balancing=True, decay=0.9)
+        bal = {"m": jnp.zeros(3), "c": jnp.zeros(())}
+        key = jax.random.PRNGKey(3)
+        t1, parts1, g1, _ = L.loss_and_grads(p, bal, cfg, jnp.asarray(tab), b_tab, st, lc, key)
+        t2, parts2, g2, _ = L.loss_and_grads(p, bal, cfg, jnp.asarray(tab[:1]), b_row, st, lc, key)
+        assert float(t2) == pytest.approx(float(t1), rel=1e-10)
+        for k in parts1:
+            assert float(parts2[k]) == pytest.approx(float(parts1[k]), rel=1e-9, abs=1e-12), k
+        for k in g1:
+            np.testing.assert_allclose(np.asarray(g2[k]), np.asarray(g1[k]), rtol=1e-8, atol=1e-10, err_msg=k)
+        assert float(jnp.abs(g1["w_in"]).sum()) > 0
+
+
+def test_table_or_per_batch_choice():
+    # piecewise-constant inputs (few distinct rows): the table; continuous (one row per bin): per batch
+    assert A.use_table(83, 32 * 227, "attention", 14, 56, 4, 34)
+    assert not A.use_table(72_000, 32 * 120, "attention", 14, 56, 4, 34)
+    assert not A.use_table(5000, 4000, "none", 14, 14, 1, 34)
