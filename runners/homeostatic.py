@@ -15,6 +15,10 @@ trains the ``training.trainable`` parameters with the engine
 * ``homeostatic_summary.json``: targets, before/after statistics, relative errors;
 * ``figures/before_after_rates.png``, ``figures/training_curves.png`` (+ the engine's
   ``figures/epoch_XXXX/``), ``metrics.csv``/``metrics.json``, ``checkpoints/``, ``spec.yaml``.
+
+The first three only once training completed: SIGINT/SIGTERM save a checkpoint, say how to
+``--resume`` and leave no structure from half-trained parameters; a resume must use the same
+spec (:mod:`.spiking_state`), a run without ``--resume`` starts fresh (checkpoints cleared).
 """
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ import numpy as np
 from neurodsl.spec import LoadedSpec
 
 from .checkpoint import atomic_write_text
+from .spiking_state import interrupted, prepare_run
 from .spiking_train import TrainSetup, evaluate, train
+
+# written only when training completes (removed when a run starts)
+FINAL_OUTPUTS = ("network_structure.npz", "homeostatic_summary.json", "figures/before_after_rates.png")
 
 
 def spec_structure(spec):
@@ -131,19 +139,25 @@ def before_after_figure(path: Path, before: dict, after: dict, type_idx, targets
 
 def run_homeostatic(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
                     max_updates: int | None = None) -> dict:
-    """Tune ``loaded.spec`` (kind homeostatic); returns the summary dict (also written as JSON)."""
+    """Tune ``loaded.spec`` (kind homeostatic); returns the summary dict (also written as JSON).
+    The structure, summary and before/after figure are written only when training completes
+    (``max_updates`` counts as complete); an interrupted run returns ``{"interrupted": True, ...}``."""
+    from dataclasses import replace
     from neurodsl.io.structure import save_structure
     from .simulate import configure_precision
     spec = loaded.spec
     configure_precision(spec.precision)
     out = Path(out_dir)
+    record = prepare_run(loaded, out, resume, FINAL_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.yaml").write_text(loaded.resolved_yaml)
-    setup = homeostatic_setup(spec)
+    atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)
+    setup = replace(homeostatic_setup(spec), record=record, spec_path=loaded.path)
     t = spec.training
     n_eval = max(1, int(np.ceil(spec.n_steps / (t.chunk_size * t.chunks_per_update))))
-    before = evaluate(setup, setup.params, epoch=10_000, n_updates=n_eval)
     res = train(setup, out, resume=resume, progress=progress, max_updates=max_updates)
+    if res.interrupted:
+        return interrupted(loaded, out, "homeostatic", res, t.epochs * setup.updates_per_epoch)
+    before = evaluate(setup, setup.params, epoch=10_000, n_updates=n_eval)
     after = evaluate(setup, res.params, epoch=10_000, n_updates=n_eval)
     targets = {"E": spec.targets.E.rate.internal, "I": spec.targets.I.rate.internal}
     rel = {t: abs(after[f"rate_{t}"] - targets[t]) / targets[t] for t in "EI"}

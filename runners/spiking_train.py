@@ -21,7 +21,9 @@ falls back to the previous one); ``metrics.csv`` / ``metrics.json`` (one row per
 update); ``figures/epoch_XXXX/`` (newest ``keep_figures`` kept); optional wandb
 (``tracking.wandb.mode``).  Checkpoints hold the parameters, the optimiser
 state, the neuron + tracker state, the epoch/update position, the loss history,
-the best loss and the RNG position, so ``resume`` continues bit-identically.
+the best loss and the RNG position, so ``resume`` continues bit-identically;
+what a checkpoint holds, the spec check of a resume, the fresh start of a run that does
+not resume and the stop on a non-finite loss or parameter: :mod:`.spiking_state`.
 """
 from __future__ import annotations
 
@@ -30,8 +32,7 @@ import json
 import shutil
 import signal
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +41,8 @@ import numpy as np
 from neurodsl.errors import SpecError
 
 from . import spiking_losses as SL
-from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import StopSignals, atomic_write_text, save_checkpoint
+from .spiking_state import SpikingRun, diverged, load_run, start_fresh
 
 
 @dataclass
@@ -57,6 +59,8 @@ class TrainSetup:
     seed: int = 0
     name: str = "train"
     describe: dict = field(default_factory=dict)  # extra run info for the console header
+    record: dict | None = None           # spec record a resume must match (spiking_state.spec_record)
+    spec_path: str | None = None         # where the spec came from (error locations)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class TrainResult:
     interrupted: bool
     updates: int
     seconds_per_update: float
+    signal: str | None = None            # SIGINT / SIGTERM when interrupted
 
 
 def make_optimizer(training, total_updates: int = 1):
@@ -79,7 +84,8 @@ def make_optimizer(training, total_updates: int = 1):
 
 
 def make_update(setup: TrainSetup, optimizer):
-    """jit(update(params, opt_state, carry, data) -> params, opt_state, carry, metrics)."""
+    """jit(update(params, opt_state, carry, data[, step_scale]) -> params, opt_state, carry, metrics);
+    ``step_scale`` multiplies the optimiser's step (a smaller learning rate: divergence retries)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -88,7 +94,7 @@ def make_update(setup: TrainSetup, optimizer):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     ctx = setup.ctx
 
-    def update(params, opt_state, carry, data):
+    def update(params, opt_state, carry, data, step_scale):
         carry = {**carry, "obs": SL.reset_window(carry["obs"])}
 
         def body(acc, d):
@@ -102,15 +108,18 @@ def make_update(setup: TrainSetup, optimizer):
         grads = jax.tree_util.tree_map(lambda g: g / n_chunks, grads)
         gnorm = optax.global_norm(grads)
         upd, opt_state = optimizer.update(grads, opt_state, params)
+        upd = jax.tree_util.tree_map(lambda u: u * step_scale, upd)
         params = optax.apply_updates(params, upd)
         stats = SL.type_stats(ctx, carry["obs"])
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
         metrics = {"loss": tots.mean(), "grad_norm": gnorm, **{f"loss_{k}": v.mean() for k, v in parts.items()},
                    "rate_E": stats["rate"][0], "rate_I": stats["rate"][1], "cv_E": stats["cv"][0],
                    "cv_I": stats["cv"][1], "active_fraction": stats["active"],
-                   "neuron_rate": SL.neuron_rates(ctx, carry["obs"])}
+                   "neuron_rate": SL.neuron_rates(ctx, carry["obs"]), "finite": finite}
         return params, opt_state, carry, metrics
 
-    return jax.jit(update)
+    jitted = jax.jit(update)
+    return lambda params, opt_state, carry, data, step_scale=1.0: jitted(params, opt_state, carry, data, step_scale)
 
 
 def initial_carry(setup: TrainSetup, epoch: int) -> dict:
@@ -200,7 +209,8 @@ def plot_progress(out: Path, epoch: int, history: list[dict], neuron_rate: np.nd
 
 # ----------------------------------------------------------------------------- main loop
 class _Signals:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and stops after the current update."""
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and stops after the current update.
+    (kind ``fit``'s loop; this engine uses :class:`~.checkpoint.StopSignals`, as rnn_fit does.)"""
 
     def __init__(self):
         self.hit = None
@@ -222,102 +232,121 @@ class _Signals:
             signal.signal(s, h)
 
 
-def _tree(params, opt_state, carry):
-    return {"params": params, "opt_state": opt_state, "carry": carry}
+class _Loop:
+    """One run of :func:`train`: the compiled update, one step, what follows a committed step."""
+
+    def __init__(self, setup: TrainSetup, out: Path, progress: bool):
+        self.setup, self.out, self.progress = setup, out, progress
+        self.t = setup.training
+        self.total = self.t.epochs * setup.updates_per_epoch
+        self.optimizer = make_optimizer(self.t, self.total)
+        self.update_fn = make_update(setup, self.optimizer)
+        self.timings, self.last_rates = [], None
+
+    def save(self, kind: str, run: SpikingRun) -> None:
+        s = self.setup
+        rng = {"scheme": "stateless: data from (seed, epoch, update)", "seed": s.seed, "epoch": run.epoch,
+               "update": run.upd}
+        save_checkpoint(self.out / "checkpoints" / f"checkpoint_{kind}.npz", run.tree(),
+                        run.meta(s.name, s.record), rng)
+
+    def step(self, run: SpikingRun) -> tuple[SpikingRun, dict]:
+        """One update from ``run``: the next run (not yet committed) and the finiteness checks."""
+        import jax
+        s = self.setup
+        t0 = time.perf_counter()
+        data = s.provider(run.epoch, run.upd)
+        params, opt_state, carry, met = self.update_fn(run.params, run.opt_state, run.carry, data,
+                                                         run.step_scale)
+        met = jax.device_get(met)
+        dt_s = time.perf_counter() - t0
+        ok = {"update": run.done + 1, "finite_loss": bool(np.isfinite(met["loss"])),
+              "finite_parameters": bool(met.pop("finite"))}
+        rates = np.asarray(met.pop("neuron_rate"))
+        row = {"update": run.done + 1, "epoch": run.epoch, "update_in_epoch": run.upd,
+               **{k: float(v) for k, v in met.items()}, "seconds": dt_s}
+        epoch, upd = run.epoch, run.upd + 1
+        if upd == s.updates_per_epoch:
+            epoch, upd = epoch + 1, 0
+            carry = initial_carry(s, epoch)
+        better = row["loss"] < run.best  # the loss was measured with the parameters before the update
+        nxt = replace(run, params=params, opt_state=opt_state, carry=carry, epoch=epoch, upd=upd,
+                      done=run.done + 1, history=run.history + (row,),
+                      best=row["loss"] if better else run.best,
+                      best_params=run.params if better else run.best_params)
+        if ok["finite_loss"] and ok["finite_parameters"]:
+            self.timings.append(dt_s)
+            self.last_rates = rates
+        return nxt, {**ok, "better": better}
+
+    def after(self, run: SpikingRun, improved: bool, stop_at: int, tracker) -> bool:
+        """Logging, figures and checkpoints after committed update ``run.done``; True if checkpointed."""
+        t, row, done = self.t, run.history[-1], run.done
+        if improved:
+            self.save("best", replace(run, params=run.best_params))
+        tracker.log(row)
+        if done % t.log_interval == 0 or done == stop_at:
+            write_metrics(self.out, list(run.history))
+            if self.progress:
+                print(console_block(row, self.total), flush=True)
+        if t.plot_interval and done % t.plot_interval == 0:
+            plot_progress(self.out, row["epoch"], list(run.history), self.last_rates, self.setup.model.type_idx,
+                          t.keep_figures)
+        if done % t.checkpoint_interval == 0:
+            self.save("latest", run)
+            return True
+        return False
 
 
 def train(setup: TrainSetup, out_dir: str | Path, *, resume: bool | str | Path = False,
           progress: bool = True, max_updates: int | None = None) -> TrainResult:
     """Train (see the module docstring).  ``resume``: True = ``checkpoints/checkpoint_latest``,
-    a path = that checkpoint.  ``max_updates`` stops early (tests, benchmarks)."""
-    import jax
+    a path = that checkpoint (its spec record must match ``setup.record``); otherwise the run
+    starts fresh and ``checkpoints/`` is cleared.  ``max_updates`` stops early (tests, benchmarks).
+    SIGINT/SIGTERM stop after the current update (``interrupted``; a second SIGINT at once), with
+    the committed state saved.  A non-finite loss or parameter retries from the last checkpoint
+    with a smaller step (``training.divergence_retries``), then raises DivergedError."""
     out = Path(out_dir)
-    ckdir = out / "checkpoints"
+    lp = _Loop(setup, out, progress)
     t = setup.training
-    optimizer = make_optimizer(t, t.epochs * setup.updates_per_epoch)
-    update_fn = make_update(setup, optimizer)
-    params = setup.params
-    opt_state = optimizer.init(params)
-    carry = initial_carry(setup, 0)
-    epoch, upd, history, best, best_params = 0, 0, [], float("inf"), params
+    run = SpikingRun(setup.params, lp.optimizer.init(setup.params), initial_carry(setup, 0))
     if resume:
-        path = ckdir / "checkpoint_latest.npz" if resume is True else Path(resume)
-        try:
-            ck = load_checkpoint(path, like=_tree(params, opt_state, carry))
-        except CheckpointError as e:
-            raise SpecError(f"cannot resume: {e}", field="--resume", expected="a readable checkpoint") from None
-        if ck.path != path:
-            warnings.warn(f"{path} is unreadable; resuming from the previous checkpoint {ck.path}")
-        params, opt_state, carry = ck.tree["params"], ck.tree["opt_state"], ck.tree["carry"]
-        m = ck.metadata
-        epoch, upd, history, best = m["epoch"], m["update"], m["history"], m["best_loss"]
-        try:
-            best_params = load_checkpoint(ckdir / "checkpoint_best.npz", like=_tree(params, opt_state, carry)).tree[
-                "params"] if (ckdir / "checkpoint_best.npz").exists() else params
-        except CheckpointError:
-            best_params = params
-    total = t.epochs * setup.updates_per_epoch
-    done = epoch * setup.updates_per_epoch + upd
+        run = load_run(out, resume, run, setup.record, setup.spec_path)
+    else:
+        start_fresh(out)
     tracker = _Wandb(setup.tracking, setup.name, {"training": t.model_dump(mode="json"), **setup.describe}, out)
     if progress:
         print(f"{setup.name}: {setup.model.n} neurons, {setup.model.n_inputs} inputs, batch {t.batch}, "
-              f"{t.chunks_per_update} chunks x {t.chunk_size} steps per update, {total} updates, "
+              f"{t.chunks_per_update} chunks x {t.chunk_size} steps per update, {lp.total} updates, "
               f"trainable {t.trainable}, propagation {setup.model.propagation}")
-
-    def save(kind: str, tree):
-        meta = {"epoch": epoch, "update": upd, "history": history, "best_loss": best, "done": done,
-                "name": setup.name}
-        rng = {"scheme": "stateless: data from (seed, epoch, update)", "seed": setup.seed, "epoch": epoch,
-               "update": upd}
-        save_checkpoint(ckdir / f"checkpoint_{kind}.npz", tree, meta, rng)
-
-    interrupted = False
-    timings = []
-    last_rates = None
-    stop_at = total if max_updates is None else min(total, done + max_updates)
-    with _Signals() as sig:
-        while done < stop_at:
-            t0 = time.perf_counter()
-            data = setup.provider(epoch, upd)
-            before = params
-            params, opt_state, carry, met = update_fn(params, opt_state, carry, data)
-            met = jax.device_get(met)
-            dt_s = time.perf_counter() - t0
-            timings.append(dt_s)
-            last_rates = np.asarray(met.pop("neuron_rate"))
-            row = {"update": done + 1, "epoch": epoch, "update_in_epoch": upd,
-                   **{k: float(v) for k, v in met.items()}, "seconds": dt_s}
-            history.append(row)
-            done += 1
-            upd += 1
-            if upd == setup.updates_per_epoch:
-                epoch, upd = epoch + 1, 0
-                carry = initial_carry(setup, epoch)
-            if row["loss"] < best:
-                best, best_params = row["loss"], before  # the loss was measured with these
-                save("best", _tree(before, opt_state, carry))
-            tracker.log(row)
-            if done % t.log_interval == 0 or done == stop_at:
-                write_metrics(out, history)
-                if progress:
-                    print(console_block(row, total), flush=True)
-            if t.plot_interval and done % t.plot_interval == 0:
-                plot_progress(out, row["epoch"], history, last_rates, setup.model.type_idx, t.keep_figures)
-            if done % t.checkpoint_interval == 0:
-                save("latest", _tree(params, opt_state, carry))
-            if sig.hit is not None:
-                interrupted = True
-                if progress:
-                    print(f"signal {sig.hit}: checkpoint saved, stopping", flush=True)
-                break
-    save("latest", _tree(params, opt_state, carry))
-    write_metrics(out, history)
-    if history and last_rates is not None:
-        plot_progress(out, history[-1]["epoch"], history, last_rates, setup.model.type_idx, t.keep_figures)
-    tracker.finish()
-    steady = timings[1:] or timings
-    return TrainResult(params, history, best, best_params, interrupted, done,
-                       float(np.mean(steady)) if steady else float("nan"))
+    stop_at = lp.total if max_updates is None else min(lp.total, run.done + max_updates)
+    saved = run  # the state of checkpoint_latest (or the start): where a diverged update retries from
+    with StopSignals() as stop:
+        try:
+            while run.done < stop_at:
+                nxt, ok = lp.step(run)
+                if not (ok["finite_loss"] and ok["finite_parameters"]):
+                    run = saved = diverged(run, saved, ok, t, setup.spec_path)
+                    continue
+                run = nxt  # committed: one assignment
+                if lp.after(run, ok["better"], stop_at, tracker):
+                    saved = run
+                if stop.hit is not None:
+                    break
+        except KeyboardInterrupt:
+            stop.hit = stop.hit or "SIGINT"
+        finally:
+            tracker.finish()
+        lp.save("latest", run)
+        write_metrics(out, list(run.history))
+    if stop.hit is not None and progress:
+        print(f"signal {stop.hit}: checkpoint saved, stopping", flush=True)
+    if run.history and lp.last_rates is not None and stop.hit is None:
+        plot_progress(out, run.history[-1]["epoch"], list(run.history), lp.last_rates, setup.model.type_idx,
+                      t.keep_figures)
+    steady = lp.timings[1:] or lp.timings
+    return TrainResult(run.params, list(run.history), run.best, run.tree()["best_params"], stop.hit is not None,
+                       run.done, float(np.mean(steady)) if steady else float("nan"), stop.hit)
 
 
 def evaluate(setup: TrainSetup, params, epoch: int, n_updates: int) -> dict:

@@ -24,6 +24,10 @@ drawn from (seed, epoch)).  Writes to ``DIR``: ``student_summary.json``
 (``scaling``, ``rec_weight``, ``ff_weight``: initial, recovered, teacher),
 ``network_structure.npz`` (the student's), ``metrics.csv``/``.json``, ``checkpoints/``,
 ``figures/``; ``neurodsl analyze student DIR`` draws the comparison dashboard.
+
+params.npz, network_structure.npz, comparison.npz and the summary are written only once
+training completed: SIGINT/SIGTERM save a checkpoint and say how to ``--resume``; a resume
+must use the same spec, a run without ``--resume`` starts fresh (:mod:`.spiking_state`).
 """
 from __future__ import annotations
 
@@ -37,7 +41,11 @@ from neurodsl.spec import LoadedSpec, load_spec
 
 from .checkpoint import atomic_write_text
 from .homeostatic import loss_context, loss_weights, tuned_structure
+from .spiking_state import interrupted, prepare_run
 from .spiking_train import TrainSetup, train
+
+# written only when training completes (removed when a run starts)
+FINAL_OUTPUTS = ("params.npz", "network_structure.npz", "comparison.npz", "student_summary.json")
 
 
 class TeacherData:
@@ -212,24 +220,41 @@ def simulate_comparison(teacher: TeacherData, model, true: dict, fitted: dict, o
               "student": student(fitted, model.init_state(V0), jnp.asarray(inp[0]))}
     arrays = {k: model.to_structure(np.asarray(v)) for k, v in spikes.items()}
     path = out / "comparison.npz"
-    np.savez_compressed(path, **arrays, dt_ms=teacher.dt, odour=odour, cell_type=teacher.structure.cell_type)
+    _write_npz(path, {**arrays, "dt_ms": teacher.dt, "odour": odour, "cell_type": teacher.structure.cell_type},
+               compressed=True)
     return path
+
+
+def _write_npz(path: Path, arrays: dict, compressed: bool = False) -> Path:
+    """Atomically (temporary file + rename, the umask's mode: :mod:`neurodsl.io.atomic`)."""
+    import io
+    from neurodsl.io.atomic import write_bytes
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    return write_bytes(path, buf.getvalue())
 
 
 def run_student(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool | str = False, progress: bool = True,
                 max_updates: int | None = None, comparison_ms: float = 2000.0) -> dict:
     """Fit ``loaded.spec`` (kind student); returns the summary (also ``student_summary.json``).
-    ``comparison_ms``: simulated time of ``comparison.npz`` (the dashboard's runs)."""
+    ``comparison_ms``: simulated time of ``comparison.npz`` (the dashboard's runs).  The outputs
+    of FINAL_OUTPUTS are written only when training completes (``max_updates`` counts as
+    complete); an interrupted run returns ``{"interrupted": True, ...}``."""
+    from dataclasses import replace
     from neurodsl.io.structure import save_structure
     from .simulate import configure_precision
     spec = loaded.spec
     configure_precision(spec.precision)
     out = Path(out_dir)
+    record = prepare_run(loaded, out, resume, FINAL_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.yaml").write_text(loaded.resolved_yaml)
+    atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)
     teacher = TeacherData(spec.teacher, spec.trials)
     setup, true = student_setup(spec, teacher)
+    setup = replace(setup, record=record, spec_path=loaded.path)
     res = train(setup, out, resume=resume, progress=progress, max_updates=max_updates)
+    if res.interrupted:
+        return interrupted(loaded, out, "fit-student", res, spec.training.epochs * setup.updates_per_epoch)
     model = setup.model
     before = compare_params(model, true, setup.params)
     after = compare_params(model, true, res.params)
@@ -237,7 +262,7 @@ def run_student(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool | str =
     for tag, p in (("initial", setup.params), ("recovered", res.params), ("teacher", true)):
         for k, v in model.effective(p).items():
             arrays[f"{k}_{tag}"] = np.asarray(v, np.float64)
-    np.savez(out / "params.npz", **arrays)
+    _write_npz(out / "params.npz", arrays)
     save_structure(tuned_structure(model, res.params, student={"teacher": str(teacher.folder),
                                                                "trainable": spec.training.trainable}),
                    out / "network_structure.npz")

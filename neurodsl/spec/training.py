@@ -53,6 +53,9 @@ class TrainingSpec(SpecModel):
     (student) or 5 (homeostatic).  The neuron state restarts at every epoch.
     ``plot_interval``: figures every that many updates (0 = only at the end);
     ``keep_figures``: newest ``figures/epoch_XXXX`` folders kept.
+    ``divergence_retries``: after a non-finite loss or parameter, training restarts that many
+    times from the last checkpoint with the step scaled by ``retry_step_factor`` each time,
+    then stops with an error (0: stop at once); nothing non-finite is written.
     """
 
     learning_rate: float = Field(0.05, gt=0)
@@ -67,6 +70,8 @@ class TrainingSpec(SpecModel):
     log_interval: int = Field(1, gt=0)
     plot_interval: int = Field(0, ge=0)
     keep_figures: int = Field(3, ge=1)
+    divergence_retries: int = Field(2, ge=0)
+    retry_step_factor: float = Field(0.5, gt=0, lt=1)
     trainable: Trainable = "scaling"
     surrogate: SurrogateSpec = SurrogateSpec()
 

@@ -37,14 +37,25 @@ def loaded(epochs=2, ckpt=2, extra=""):
     return load_spec_text(SPEC.format(epochs=epochs, ckpt=ckpt) + extra)
 
 
-def _train(out, resume=False, max_updates=None, epochs=2, ckpt=2):
+def _train(out, resume=False, max_updates=None, epochs=2, ckpt=2, slow=0.0, raise_at=None, signals=1):
+    """The homeostatic engine on SPEC; ``slow``: seconds of sleep per update (outside the numerics,
+    so a kill lands while updates remain); ``raise_at``: (epoch, update) whose data request raises
+    SIGINT ``signals`` times."""
+    from dataclasses import replace
     from neurodsl.runners.homeostatic import homeostatic_setup
     from neurodsl.runners.spiking_train import train
     import jax
     use_compilation_cache()
     try:
         setup = homeostatic_setup(loaded(epochs, ckpt).spec)
-        return train(setup, out, resume=resume, progress=False, max_updates=max_updates)
+        provider = setup.provider
+
+        def slowed(epoch, update):
+            time.sleep(slow)
+            for _ in range(signals if (epoch, update) == raise_at else 0):
+                signal.raise_signal(signal.SIGINT)
+            return provider(epoch, update)
+        return train(replace(setup, provider=slowed), out, resume=resume, progress=False, max_updates=max_updates)
     finally:
         jax.config.update("jax_compilation_cache_dir", None)
 
@@ -76,33 +87,67 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path):
     assert r.updates == 6
 
 
-def test_kill9_between_checkpoints_resumes_identically(tmp_path):
+def test_kill9_while_updates_remain_resumes_identically(tmp_path):
+    from neurodsl.runners.checkpoint import load_checkpoint
     ref = _train(tmp_path / "ref", epochs=3, ckpt=2)
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_spiking_train import _train
-        _train({str(tmp_path / 'k')!r}, epochs=3, ckpt=2)
+        _train({str(tmp_path / 'k')!r}, epochs=3, ckpt=2, slow=0.3)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck = tmp_path / "k" / "checkpoints" / "checkpoint_latest.npz"
     t0 = time.time()
     try:
-        while time.time() - t0 < 60:
-            if ck.exists() and (tmp_path / "k" / "metrics.json").exists():
-                break
-            time.sleep(0.05)
-        time.sleep(0.1)
+        while not ck.exists():  # the first checkpoint (update 2 of 9); metrics.json comes only at the end
+            assert proc.poll() is None and time.time() - t0 < 300, "the run ended before its first checkpoint"
+            time.sleep(0.02)
+        time.sleep(0.4)  # past the next update, before the next checkpoint
+        assert proc.poll() is None, "the run finished before the kill"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert ck.exists(), "the run made no checkpoint before being killed"
+    killed = load_checkpoint(ck).metadata["done"]
+    assert 2 <= killed < 9 and not (tmp_path / "k" / "metrics.json").exists()
     r = _train(tmp_path / "k", resume=True, epochs=3, ckpt=2)
     assert r.updates == ref.updates == 9
     for k in ref.params:
         np.testing.assert_array_equal(np.asarray(ref.params[k]), np.asarray(r.params[k]))
     assert _strip(ref.history) == _strip(r.history)
+
+
+@pytest.mark.parametrize("signals,stopped_at", [(1, 3), (2, 2)])
+def test_sigint_stops_saves_and_resumes_identically(tmp_path, signals, stopped_at):
+    """One SIGINT (at update 3's data): the update finishes, then the run saves and stops; a second
+    one at once raises KeyboardInterrupt inside the update, which is dropped: state after update 2."""
+    from neurodsl.runners.checkpoint import load_checkpoint
+    ref = _train(tmp_path / "ref")
+    out = tmp_path / "i"
+    r = _train(out, raise_at=(0, 2), signals=signals)
+    assert r.interrupted and r.signal == "SIGINT" and r.updates == stopped_at
+    assert load_checkpoint(out / "checkpoints" / "checkpoint_latest.npz").metadata["done"] == stopped_at
+    b = _train(out, resume=True)
+    assert b.updates == 6 and not b.interrupted
+    for k in ref.params:
+        np.testing.assert_array_equal(np.asarray(ref.params[k]), np.asarray(b.params[k]))
+    assert _strip(ref.history) == _strip(b.history)
+
+
+def test_divergence_retries_from_the_last_checkpoint_with_smaller_steps_then_stops():
+    from types import SimpleNamespace
+    from neurodsl.runners.rnn_state import DivergedError
+    from neurodsl.runners.spiking_state import SpikingRun, diverged
+    t = SimpleNamespace(divergence_retries=2, retry_step_factor=0.5, learning_rate=0.3)
+    saved = SpikingRun({"p": 1.0}, None, {}, done=4)
+    bad = {"update": 7, "finite_loss": False, "finite_parameters": True}
+    r1 = diverged(SpikingRun({"p": 9.0}, None, {}, done=6), saved, bad, t)
+    assert (r1.done, r1.params, r1.step_scale, r1.retries) == (4, {"p": 1.0}, 0.5, 1)
+    r2 = diverged(r1, r1, bad, t)
+    assert (r2.step_scale, r2.retries) == (0.25, 2)
+    with pytest.raises(DivergedError, match="diverged at update 7: non-finite loss; stopped after 2 retries"):
+        diverged(r2, r2, bad, t)
 
 
 def test_wandb_missing_is_a_spec_error(tmp_path, monkeypatch):
