@@ -7,12 +7,14 @@ absent, from the spacing of coord ``time`` (ms).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 
 __all__ = ["as_rate", "bin_width_ms", "smooth_time", "psth", "zscore_psth",
-           "psth_correlation", "noise_ceiling"]
+           "psth_correlation", "noise_ceiling", "noise_ceiling_ci", "pooled_psth_r"]
 
 
 def as_rate(obj) -> xr.DataArray:
@@ -276,3 +278,118 @@ def noise_ceiling(rate_train, rate_val, n_splits: int = 100, seed: int = 0,
         coords=coords,
         attrs={"n_splits": int(n_splits), "seed": int(seed), "half_trials": m,
                "n_train_trials": n_tr, "n_val_trials": n_va, "units": "1"})
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_pearson_np` for a stack: (rep, sample, neuron) -> (rep, neuron)."""
+    return _pearson_np(np.moveaxis(a, 1, 0), np.moveaxis(b, 1, 0))
+
+
+def _boot_half_psths(x: np.ndarray, groups: list[np.ndarray], w: list[np.ndarray], n_splits: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Half-A / half-B PSTHs (rep * split, sum_g T, N) of bootstrap multiplicities ``w[g]`` (rep, n_g)
+    and each split's effective trials per half (harmonic over conditions and halves).
+
+    Halves split the *original* trials of a condition, so the copies of a resampled trial
+    always fall in the same half (duplicates across halves would inflate r_half); a half
+    weighted by multiplicities ``w`` averages ``(sum w)^2 / sum w^2`` trials' worth of noise."""
+    reps = w[0].shape[0]
+    halves, inv_m = ([], []), np.zeros(reps * n_splits)
+    for g, wg in zip(groups, w):
+        xs = x[g].reshape(len(g), -1)
+        ok = np.isfinite(xs)
+        xs = np.where(ok, xs, 0.0)
+        h = len(g) // 2
+        masks = np.zeros((2, n_splits, len(g)))
+        for s in range(n_splits):
+            perm = rng.permutation(len(g))
+            masks[0, s, perm[:h]], masks[1, s, perm[h:2 * h]] = 1.0, 1.0
+        for side in (0, 1):
+            ws = (wg[:, None, :] * masks[side][None]).reshape(reps * n_splits, len(g))
+            with np.errstate(invalid="ignore", divide="ignore"):  # 1 / effective trials of the half
+                inv_m += (ws ** 2).sum(1) / ws.sum(1) ** 2 / (2 * len(groups))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = (ws @ xs) / (ws @ ok)
+            halves[side].append(p.reshape(reps * n_splits, x.shape[1], x.shape[2]))
+    return np.concatenate(halves[0], 1), np.concatenate(halves[1], 1), 1.0 / inv_m
+
+
+def noise_ceiling_ci(rate_train, rate_val, n_boot: int = 100, n_splits: int = 10, seed: int = 0,
+                     by=None, level: float = 0.95, chunk: int = 10) -> xr.Dataset:
+    """Bootstrap confidence interval of :func:`noise_ceiling` (per neuron and for the neuron mean).
+
+    Each of ``n_boot`` replicates resamples the training trials with replacement within each
+    condition of ``by`` (seeded) and re-runs the split-half estimate (``n_splits`` splits,
+    halves drawn among the original trials, a trial weighted by its multiplicity) and the
+    Spearman-Brown step to ``n_val``; the interval is the replicates' central ``level``
+    percentile range.  It covers the estimate's sampling error from the *training* trials; a
+    model's r on the validation trials has its own sampling error on top.  Returns
+    ``ceiling`` (the point estimate, :func:`noise_ceiling` with this ``seed``), ``ceiling_lo``,
+    ``ceiling_hi`` (neuron), and ``ceiling_mean`` / ``_lo`` / ``_hi`` (0-d: mean over neurons).
+    """
+    point = noise_ceiling(rate_train, rate_val, seed=seed, by=by)
+    tr = as_rate(rate_train).transpose("trial", "time", "neuron")
+    va = as_rate(rate_val).transpose("trial", "time", "neuron")
+    by = _as_list(by)
+    g_tr, g_va = _groups_of(tr, by), _groups_of(va, by)
+    x = np.asarray(tr.values, dtype=np.float64)
+    rng = np.random.default_rng([seed, 1])
+    n_va = _harmonic([len(g) for g in g_va])
+    ceil = []
+    for start in range(0, n_boot, chunk):
+        reps = min(chunk, n_boot - start)
+        w = [rng.multinomial(len(g), np.full(len(g), 1.0 / len(g)), size=reps).astype(float) for g in g_tr]
+        a, b, m_eff = _boot_half_psths(x, g_tr, w, n_splits, rng)
+        r = _pearson_rows(a, b).reshape(reps, n_splits, -1)
+        m_eff = 1.0 / np.mean(1.0 / m_eff.reshape(reps, n_splits), 1)
+        with warnings.catch_warnings():  # all-NaN neurons (silent) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ceil.append(np.sqrt(_reliability(np.nanmean(r, 1), m_eff[:, None], n_va)))
+    c = np.concatenate(ceil, 0)                                   # (n_boot, neuron)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    lo, hi = np.nanpercentile(c, q, axis=0)
+    mean_lo, mean_hi = np.nanpercentile(np.nanmean(c, 1), q)
+    out = point[["ceiling"]].assign(ceiling_lo=("neuron", lo), ceiling_hi=("neuron", hi))
+    out["ceiling_mean"] = float(np.nanmean(point["ceiling"].values))
+    out["ceiling_mean_lo"], out["ceiling_mean_hi"] = float(mean_lo), float(mean_hi)
+    return out.assign_attrs(n_boot=int(n_boot), n_splits=int(n_splits), seed=int(seed), level=float(level),
+                            units="1")
+
+
+# ------------------------------------------- PSTH baselines (see analysis.stats.psth_baselines)
+
+def pooled_psth_r(pred, target, valid) -> np.ndarray:
+    """Per-neuron Pearson r over time of the valid-bin trial averages of ``pred`` and ``target``
+    (trial, time, neuron): the rate-RNN fit's validation correlation (``rnn_losses.pooled_correlation``)."""
+    w = np.asarray(valid, np.float64)[..., None]
+    den = np.maximum(w.sum(0), 1e-6)
+    pm = (np.nan_to_num(np.asarray(pred, np.float64)) * w).sum(0) / den
+    pt = (np.nan_to_num(np.asarray(target, np.float64)) * w).sum(0) / den
+    ok = w.sum(0)[:, 0] > 0
+    am, at = pm[ok] - pm[ok].mean(0), pt[ok] - pt[ok].mean(0)
+    d = np.sqrt((am ** 2).sum(0) * (at ** 2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(d > 0, (am * at).sum(0) / np.where(d > 0, d, 1.0), np.nan)
+
+
+def _smoothed_psth(rate, valid, sigma: float) -> np.ndarray:
+    """Valid-weighted trial average (time, neuron), Gaussian-smoothed by normalised convolution."""
+    w = np.asarray(valid, np.float64)
+    num, den = (np.nan_to_num(rate) * w[..., None]).sum(0), w.sum(0)[:, None]
+    if sigma > 0:
+        num = gaussian_filter1d(num, sigma, axis=0, mode="nearest")
+        den = gaussian_filter1d(den, sigma, axis=0, mode="nearest")
+    p = num / np.where(den > 1e-9, den, np.nan)
+    return np.where(np.isfinite(p), p, np.nanmean(p, 0) if np.isfinite(p).any() else 0.0)
+
+
+def _psth_predict(rate, valid, cond, fit_idx, pred_idx, sigma: float, by_condition: bool) -> np.ndarray:
+    """Prediction (len(pred_idx), T, N): the (condition's) smoothed PSTH of the ``fit_idx`` trials."""
+    pooled = _smoothed_psth(rate[fit_idx], valid[fit_idx], sigma)
+    out = np.broadcast_to(pooled, (len(pred_idx),) + pooled.shape).copy()
+    if by_condition:
+        for c in np.unique(cond[pred_idx]):
+            f = fit_idx[cond[fit_idx] == c]
+            if len(f):
+                out[cond[pred_idx] == c] = _smoothed_psth(rate[f], valid[f], sigma)
+    return out

@@ -24,8 +24,8 @@ import numpy as np
 import xarray as xr
 
 from .pca import pca, project
-from .psth import noise_ceiling, psth, psth_correlation, smooth_time, zscore_psth
-from .stats import fano_factor
+from .psth import noise_ceiling, noise_ceiling_ci, psth, psth_correlation, smooth_time, zscore_psth
+from .stats import fano_factor, psth_baselines
 
 
 @dataclass
@@ -103,11 +103,17 @@ def metrics(a: FitArrays) -> tuple[xr.Dataset, dict]:
     pooled = psth_correlation(psth(model), psth(target))["r"]
     pm, pt = psth(model, by="condition"), psth(target, by="condition")
     rc = psth_correlation(pm, pt)
-    ceil_p = noise_ceiling(train, target, seed=0)["ceiling"]
+    ci = noise_ceiling_ci(train, target, seed=0)
+    ceil_p = ci["ceiling"]
     ceil_c = noise_ceiling(train, target, seed=0, by="condition")["ceiling"]
     m = xr.Dataset(coords={"neuron": ds["neuron"].values, "ei": ("neuron", target["ei"].values)})
     m["r_pooled"], m["r_condition"] = ("neuron", pooled.values), ("neuron", rc["r"].values)
     m["ceiling_pooled"], m["ceiling_condition"] = ("neuron", ceil_p.values), ("neuron", ceil_c.values)
+    m["ceiling_pooled_lo"], m["ceiling_pooled_hi"] = ("neuron", ci["ceiling_lo"].values), ("neuron", ci["ceiling_hi"].values)
+    m["r_above_ceiling_ci"] = ("neuron", pooled.values > ci["ceiling_hi"].values)
+    base = psth_baselines(ds["rate"].values, a.valid, ds["inputs"].values, a.cond, tr, v, a.bin_ms, seed=0)
+    for name, (r, _) in base.items():
+        m[f"r_baseline_{name}"] = ("neuron", r)
     for who, x in (("model", model), ("target", target)):
         m[f"mean_rate_{who}"] = ("neuron", x.mean(("trial", "time")).values)
         m[f"temporal_var_{who}"] = ("neuron", psth(x).var("time").values)
@@ -122,6 +128,10 @@ def metrics(a: FitArrays) -> tuple[xr.Dataset, dict]:
             "r_I": float(np.nanmean(m["r_pooled"].values[ei == "I"])) if (ei == "I").any() else float("nan"),
             "fano_model": _nanmean(m["fano_model"].values), "fano_target": _nanmean(m["fano_target"].values)}
     head["r_over_ceiling"] = head["r_pooled"] / head["ceiling_pooled"] if head["ceiling_pooled"] > 0 else float("nan")
+    head.update(ceiling_pooled_lo=float(ci["ceiling_mean_lo"]), ceiling_pooled_hi=float(ci["ceiling_mean_hi"]),
+                n_above_ceiling_ci=int(m["r_above_ceiling_ci"].values.sum()))
+    for name, (r, how) in base.items():
+        head[f"r_baseline_{name}"], head[f"baseline_{name}_how"] = float(np.nanmean(r)), how
     gt = _ground_truth_rates(a)
     if gt is not None:
         truth = _da(gt, ds, names[a.cond[v]], valid_v)
@@ -285,14 +295,17 @@ def write_report(path: Path, s: dict, fit: xr.Dataset, run: dict, files: list) -
     if "r_ground_truth" in s:
         lines += [f"| vs ground-truth rates (pooled) | {f(s['r_ground_truth'])} | | |",
                   f"| vs ground-truth rates (conditions) | {f(s['r_ground_truth_condition'])} | | |"]
+    lines += _baseline_lines(s, fit, f)
     lines += ["", f"Fano factor (spike counts = rate x bin, across trials per condition and bin, valid bins): "
               f"model {f(s['fano_model'])} vs recorded {f(s['fano_target'])}.", "",
-              "Per neuron:", "", "| neuron | E/I | r pooled | ceiling | r condition | ceiling | rate model | rate data |",
+              "Per neuron (ceiling: point [95% bootstrap interval]; * r above the interval):", "",
+              "| neuron | E/I | r pooled | ceiling | r condition | ceiling | rate model | rate data |",
               "|---|---|---|---|---|---|---|---|"]
     for i in range(fit.sizes["neuron"]):
         g = lambda n: float(fit[n].values[i])  # noqa: E731
-        lines.append(f"| {fit['neuron'].values[i]} | {fit['ei'].values[i]} | {f(g('r_pooled'))} | "
-                     f"{f(g('ceiling_pooled'))} | {f(g('r_condition'))} | {f(g('ceiling_condition'))} | "
+        lines.append(f"| {fit['neuron'].values[i]} | {fit['ei'].values[i]} | {f(g('r_pooled'))}"
+                     f"{' *' if bool(fit['r_above_ceiling_ci'].values[i]) else ''} | {f(g('ceiling_pooled'))} "
+                     f"[{f(g('ceiling_pooled_lo'))}, {f(g('ceiling_pooled_hi'))}] | {f(g('r_condition'))} | {f(g('ceiling_condition'))} | "
                      f"{g('mean_rate_model'):.2f} | {g('mean_rate_target'):.2f} |")
     lines += ["", "## Data notes", ""] + [f"- {n}" for n in s["notes"]]
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
@@ -313,3 +326,28 @@ def write_report(path: Path, s: dict, fit: xr.Dataset, run: dict, files: list) -
               f"W_in = np.load({str(out / 'weights' / 'W_in.npy')!r})", "```", ""]
     Path(path).write_text("\n".join(lines))
     return Path(path)
+
+
+BASELINES = {"raw_psth": "raw training PSTH", "smoothed_psth": "smoothed training PSTH",
+             "condition_psth": "per-condition training PSTH", "ridge_lagged_inputs": "ridge from lagged inputs"}
+
+
+def _baseline_lines(s: dict, fit: xr.Dataset, f) -> list[str]:
+    """Model vs model-free baselines vs the ceiling with its interval, on the validation r's scale."""
+    c = s["ceiling_pooled"]
+    ratio = lambda r: f(r / c if c else float("nan"))  # noqa: E731
+    out = ["", "## Model vs baselines vs noise ceiling", "",
+           "Pooled validation r (the training log's validation correlation), mean over neurons; baselines "
+           "predict the validation trials from the training trials only (smoothing and ridge penalty chosen "
+           "on training halves, `neurodsl.analysis.stats.psth_baselines`).", "",
+           "| predictor | r | r / ceiling | how |", "|---|---|---|---|",
+           f"| **RNN (best parameters)** | {f(s['r_pooled'])} | {ratio(s['r_pooled'])} | |"]
+    out += [f"| {label} | {f(s[f'r_baseline_{k}'])} | {ratio(s[f'r_baseline_{k}'])} | {s[f'baseline_{k}_how']} |"
+            for k, label in BASELINES.items() if f"r_baseline_{k}" in s]
+    above = [str(n) for n, x in zip(fit["neuron"].values, fit["r_above_ceiling_ci"].values) if x]
+    out += [f"| noise ceiling | {f(c)} [{f(s['ceiling_pooled_lo'])}, {f(s['ceiling_pooled_hi'])}] | 1 | "
+            "95% bootstrap interval over training trials (`noise_ceiling_ci`) |", "",
+            f"Neurons whose r exceeds their own ceiling's interval: {', '.join(above) or 'none'} "
+            "(the interval covers the ceiling estimate's error from the training trials, not the validation "
+            "r's own sampling error)."]
+    return out

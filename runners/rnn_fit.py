@@ -166,12 +166,11 @@ class Trainer:
         self.per_batch = not use_table(len(data.table), rows, c.embedding, c.n_inputs, c.emb_dim, c.heads, c.n_units)
         data.notes.append(f"input embedding {'per batch' if self.per_batch else 'by table'}: {len(data.table)} "
                           f"distinct input vectors, {rows} (trial, bin) rows per batch")
-        self.table = jnp.asarray(data.table[:1] if self.per_batch else data.table, dtype)  # per batch: unused
+        self.table = jnp.asarray(data.table, dtype)  # per batch: unused by the epoch (kept for other engines)
 
         def arrays(idx):
-            inp = ({"u": jnp.asarray(data.table[data.index[idx]], dtype)} if self.per_batch
-                   else {"index": jnp.asarray(data.index[idx])})
-            a = {**inp, "target": jnp.asarray(data.rates[idx], dtype),
+            inp = {"u": jnp.asarray(data.table[data.index[idx]], dtype)} if self.per_batch else {}
+            a = {**inp, "index": jnp.asarray(data.index[idx]), "target": jnp.asarray(data.rates[idx], dtype),
                  "valid": jnp.asarray(data.valid[idx], dtype), "onehot": jnp.asarray(onehot[idx], dtype)}
             a["traj"] = L.trajectories(a["target"], a["valid"], self.st["smooth_ds"], self.st["mu"], self.st["sd"])
             return a

@@ -139,7 +139,8 @@ def _simulate(w, w_in, b, h0, u, alpha, noise, rng):
 
 def make_rnn_export(n_exc: int = 8, n_inh: int = 2, n_trials: int = 192, n_time: int = 60,
                     bin_size_ms: float = 25.0, seed: int = 0, *, tau_ms: float = 50.0,
-                    noise: float = 0.5, n_pre: int = 4, continuous: bool = False) -> tuple[dict, dict]:
+                    noise: float = 0.5, n_pre: int = 4, continuous: bool = False,
+                    input_gain: float = 1.0) -> tuple[dict, dict]:
     """Return ``(arrays, ground_truth)``: rnn_export variables (python layout) and the model.
 
     Units are ordered E first, then I (``neuron_type`` 1 then 2).  Ground truth:
@@ -148,12 +149,14 @@ def make_rnn_export(n_exc: int = 8, n_inh: int = 2, n_trials: int = 192, n_time:
     ``rates_latent`` (the Poisson intensity, with process noise) and
     ``rates_noiseless`` (same inputs, noise = 0), both (trial, time, neuron) sp/s, and
     ``inputs`` (trial, time, input) with ``continuous=True`` (see the module docstring).
+    ``input_gain`` scales ``W_in`` (1: the shipped export).
     """
     if n_exc < 1 or n_inh < 0 or n_trials < 1:
         raise ValueError("need n_exc >= 1, n_inh >= 0, n_trials >= 1")
     rng = np.random.default_rng(seed)
     u, labels = _task(n_trials, n_time, n_pre, bin_size_ms, rng, continuous)
     w, w_in, b = _network(n_exc, n_inh, len(INPUT_NAMES), rng)
+    w_in = w_in * input_gain  # > 1: stronger task modulation against the Poisson noise (higher ceiling)
     alpha = bin_size_ms / tau_ms
     h0 = b + rng.normal(0.0, 1.0, len(b))
     latent = _simulate(w, w_in, b, h0, u, alpha, noise, rng)

@@ -202,3 +202,29 @@ def test_project_model_into_data_space():
         float(fit["explained_variance_ratio"].sum()))
     noise = data.copy(data=rng.normal(size=data.shape))
     assert variance_captured(noise, fit) < 0.3
+
+
+def test_noise_ceiling_ci_covers_the_true_ceiling_and_narrows_with_trials():
+    """Poisson trials around a known mean: the analytic ceiling sqrt(S / (S + N / n_val)) lies in
+    the bootstrap interval for most neurons; more training trials -> narrower interval."""
+    from neurodsl.analysis.psth import noise_ceiling_ci
+    rng = np.random.default_rng(7)
+    mu = _true_mean(rng, 200, 40) * 0.3
+    n_val = 10
+    signal = mu[0].var(0)
+    noise = (mu[0] * 1000.0 / BIN_MS).mean(0)          # Poisson variance of a rate in sp/s
+    true = np.sqrt(signal / (signal + noise / n_val))
+    assert 0.3 < true.mean() < 0.9
+    widths = []
+    for n_train in (16, 64):
+        train, val = _poisson_trials(rng, mu, n_train), _poisson_trials(rng, mu, n_val)
+        ci = noise_ceiling_ci(train, val, n_boot=60, n_splits=6, seed=2)
+        lo, hi = ci["ceiling_lo"].values, ci["ceiling_hi"].values
+        assert (lo <= ci["ceiling"].values + 0.02).all() and (ci["ceiling"].values <= hi + 0.02).all()
+        inside = (lo <= true) & (true <= hi)
+        assert inside.mean() >= 0.75, (n_train, inside.mean())
+        assert float(ci["ceiling_mean_lo"]) <= true.mean() <= float(ci["ceiling_mean_hi"])
+        widths.append(np.median(hi - lo))
+    assert widths[1] < 0.8 * widths[0]
+    again = noise_ceiling_ci(train, val, n_boot=60, n_splits=6, seed=2)
+    np.testing.assert_array_equal(again["ceiling_lo"].values, lo)  # seeded
