@@ -87,8 +87,8 @@ def run_point(payload: dict):
     s = load_structure(spec.network.structure) if spec.network.structure else generate(spec.generator, seed)
     dt = spec.dt.internal
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
-    net, order = constant_rate_network(spec.network, s, input_rate_hz=spec.simulation.input_rate.internal, dt=dt,
-                                       dtype=dtype, seed=seed)
+    net, order = constant_rate_network(spec.network, s, input_rate_hz=spec.simulation.input_rate.internal,
+                                       dt=spec.dt, duration=spec.duration, precision=spec.precision, seed=seed)
     trials = spec.simulation.trials
     net.init_state(trials, seed)
     warm = int(round(spec.simulation.warmup.internal / dt))

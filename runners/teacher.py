@@ -6,6 +6,9 @@
 * ``network_structure.npz``  the structure that was simulated (generated, converted
                              from a connectome CSV or copied from ``network.structure``);
 * ``spec.yaml``              the resolved spec;
+* ``network.yaml``           the network as an ordinary ``kind: simulation`` spec (the olfactory
+                             template expanded, reading ``network_structure.npz``):
+                             ``neurodsl simulate network.yaml`` gives the same spikes;
 * ``conditions.nc``          (``dashboard.enabled``) three short trials -- odour,
                              baseline (no odour), the same odour with new noise --
                              for ``neurodsl analyze odourants DIR``
@@ -183,7 +186,8 @@ def simulate_conditions(loaded: LoadedSpec, out_dir: str | Path | None = None, *
     ``duration`` (e.g. ``"2 s"``) default to the spec's ``dashboard`` section.  The trial coord
     ``condition`` names them.  With ``out_dir`` writes ``out_dir/conditions.nc``.
     """
-    from neurodsl.compile.olfactory import resolve_structure
+    from neurodsl.compile.olfactory import network_yaml, resolve_structure, teacher_network_spec
+    from .checkpoint import atomic_write_text
     from neurodsl.io.dataset import write_netcdf
 
     spec = loaded.spec
@@ -206,7 +210,8 @@ def run_teacher(loaded: LoadedSpec, out_dir: str | Path, *, progress: bool = Tru
     Returns the teacher Dataset; with ``progress`` a progress bar is shown and the
     per-cell-type summary (:func:`teacher_summary`) is printed.
     """
-    from neurodsl.compile.olfactory import resolve_structure
+    from neurodsl.compile.olfactory import network_yaml, resolve_structure, teacher_network_spec
+    from .checkpoint import atomic_write_text
     from neurodsl.io.dataset import write_netcdf
     from neurodsl.io.structure import save_structure
     from .teacher_folder import check_scaling
@@ -222,6 +227,7 @@ def run_teacher(loaded: LoadedSpec, out_dir: str | Path, *, progress: bool = Tru
     elif origin != "file":
         save_structure(structure, out / "network_structure.npz")
     (out / "spec.yaml").write_text(loaded.resolved_yaml)
+    atomic_write_text(out / "network.yaml", network_yaml(teacher_network_spec(spec, structure)))
     ds = _simulate(loaded, structure, batch=spec.trials, seed=spec.seed, progress=progress,
                    extra_attrs={"structure_origin": origin})
     write_netcdf(ds, out / "teacher.nc")

@@ -170,6 +170,66 @@ def from_file(c: N.FromFile, n_pre: int, n_post: int, same: bool, rng, ctx: dict
     return pre[order].astype(np.int32), post[order].astype(np.int32), None if w is None else w[order]
 
 
+TYPES = ("E", "I")
+
+
+def type_order(s) -> tuple[np.ndarray, np.ndarray]:
+    """Per structure neuron: ``perm`` (compiled neuron c, E then I, stable -> structure index)
+    and ``local`` (the neuron's position within its type)."""
+    perm = np.concatenate([np.nonzero(s.cell_type == t)[0] for t in TYPES]).astype(np.int64)
+    local = np.empty(s.n, np.int64)
+    for t in TYPES:
+        idx = np.nonzero(s.cell_type == t)[0]
+        local[idx] = np.arange(len(idx))
+    return perm, local
+
+
+def structure_pair(s, pre_type: str, post_type: str):
+    """The synapses of one (pre type, post type) pair of a NetworkStructure, the ONE place a
+    structure is split: ``(pre, post, |w|, idx)`` with pre/post indices within their type
+    (``input`` = the feedforward channel), sorted by (pre, post), and ``idx`` each synapse's index
+    into the structure's ``rec_*`` (pre E/I) or ``ff_*`` (pre input) arrays."""
+    _, local = type_order(s)
+    if pre_type == "input":
+        pre, post, w, ptype = s.ff_pre, s.ff_post, s.ff_weight, None
+    else:
+        pre, post, w, ptype = s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]
+    sel = s.cell_type[post] == post_type
+    if ptype is not None:
+        sel &= ptype == pre_type
+    idx = np.nonzero(sel)[0]
+    pre_idx = pre[idx] if pre_type == "input" else local[pre[idx]]
+    order = np.lexsort((local[post[idx]], pre_idx))
+    return (pre_idx[order].astype(np.int32), local[post[idx]][order].astype(np.int32),
+            np.abs(w[idx][order]).astype(np.float64), idx[order])
+
+
+def type_size(s, t: str) -> int:
+    return int(s.n_inputs) if t == "input" else int((s.cell_type == t).sum())
+
+
+def from_structure(c: N.FromStructure, n_pre: int, n_post: int, same: bool, rng, ctx: dict):
+    s = ctx.get("structure")
+    if c.file is not None:
+        from neurodsl.io.structure import load_structure
+        s = load_structure(c.file)
+    if s is None:
+        raise DataError("connectivity kind 'structure' without a file, and no structure was given",
+                        field=f"projections[{ctx['index']}].connectivity.file",
+                        expected="the path of a network_structure.npz")
+    want = (type_size(s, c.pre_type), type_size(s, c.post_type))
+    if want != (n_pre, n_post):
+        raise DataError(f"the structure has {want[0]} {c.pre_type} and {want[1]} {c.post_type} neurons but "
+                        f"{ctx['pre']!r} has {n_pre} and the post population {n_post}",
+                        field=f"projections[{ctx['index']}].connectivity",
+                        location=Location(c.file) if c.file else None,
+                        expected=f"population sizes {want[0]} and {want[1]}")
+    pre, post, w, _ = structure_pair(s, c.pre_type, c.post_type)
+    if c.scaling:
+        w = w * float(np.asarray(s.scaling, np.float64)[TYPES.index(c.post_type), ("E", "I", "input").index(c.pre_type)])
+    return pre, post, w
+
+
 CONNECTIVITY: dict[str, Callable] = {
     "bernoulli": bernoulli,
     "fixed_indegree": fixed_indegree,
@@ -177,6 +237,7 @@ CONNECTIVITY: dict[str, Callable] = {
     "all_to_all": all_to_all,
     "one_to_one": one_to_one,
     "file": from_file,
+    "structure": from_structure,
 }
 
 
@@ -208,7 +269,7 @@ def sample_values(v, n: int, rng: np.random.Generator, sign: float = 1.0) -> np.
 
 
 def build_synapses(pr: N.Projection, index: int, n_pre: int, n_post: int, pre_type: str,
-                   rng: np.random.Generator, signed: bool = False) -> Synapses:
+                   rng: np.random.Generator, signed: bool = False, structure=None) -> Synapses:
     """Synapses of projection ``pr`` with weights in internal units.
 
     Conductance weights are magnitudes (clipped at 0); ``signed`` (current
@@ -216,7 +277,7 @@ def build_synapses(pr: N.Projection, index: int, n_pre: int, n_post: int, pre_ty
     """
     same = pr.pre == pr.post
     builder = CONNECTIVITY[pr.connectivity.kind]
-    ctx = {"pre": pr.pre, "pre_type": pre_type, "index": index}
+    ctx = {"pre": pr.pre, "pre_type": pre_type, "index": index, "structure": structure}
     try:
         pre, post, file_w = builder(pr.connectivity, n_pre, n_post, same, rng, ctx)
     except ValueError as e:

@@ -42,7 +42,7 @@ from neurodsl.compile.events import EventKernel, SynapseBank, ell_layout
 from neurodsl.compile.kinetics import RECEPTORS
 from neurodsl.compile.spikes import Heaviside, Smooth
 from neurodsl.errors import SpecError
-from neurodsl.spec.network import ConstantCurrent, PoissonGroup
+from neurodsl.spec.network import ConstantCurrent
 from neurodsl.spec.spec import NetworkSpec
 
 __all__ = ["SpikingNetwork", "Projection", "EventProjection", "TrainableParam", "compile_network",
@@ -320,11 +320,31 @@ def _trainables(spec: NetworkSpec, i: int, pr, syn: Synapses, shared: dict, dtyp
                                 kind="weight", bounds=lb)
 
 
-def compile_network(spec: NetworkSpec, spike_fn=Heaviside(), propagation: str = "auto") -> SpikingNetwork:
+def _poisson_source(name, inp, spec, dt, dtype, trial_odours):
+    return PoissonSource(name, inp, dt, dtype)
+
+
+def _odour_source(name, inp, spec, dt, dtype, trial_odours):
+    """Odour-modulated Poisson cells: patterns and schedule drawn from ``spec.seed`` for
+    ``spec.trials`` trials of ``spec.duration`` (``trial_odours``: one fixed odour per trial)."""
+    from neurodsl.compile.odour import OdourSource, odour_patterns, odour_schedule
+    patterns = odour_patterns(inp.odours, inp.size, inp.baseline.internal, spec.seed)
+    schedule = odour_schedule(inp.schedule, patterns.n_odours, spec.trials, spec.n_steps, dt, spec.seed,
+                              trial_odours)
+    return OdourSource(patterns, schedule, dt, dtype)
+
+
+SOURCES = {"poisson": _poisson_source, "odour": _odour_source}  # input kind -> presynaptic source
+
+
+def compile_network(spec: NetworkSpec, spike_fn=Heaviside(), propagation: str = "auto", *,
+                    structure=None, trial_odours=None) -> SpikingNetwork:
     """Build the brainstate modules of ``spec`` (connectivity drawn from ``spec.seed``).
 
     ``spike_fn`` (:mod:`neurodsl.compile.spikes`) and ``propagation`` (``auto`` or one scheme for
-    every projection, :mod:`neurodsl.compile.propagation`) select simulation or training."""
+    every projection, :mod:`neurodsl.compile.propagation`) select simulation or training.
+    ``structure``: the NetworkStructure that ``connectivity: {kind: structure}`` projections
+    without a ``file`` read (a template's); ``trial_odours`` overrides odour inputs' schedules."""
     dtype = precision_dtype(spec.precision)
     dt = spec.dt.internal
     by_pop = spec.receptors_by_population()
@@ -336,13 +356,15 @@ def compile_network(spec: NetworkSpec, spike_fn=Heaviside(), propagation: str = 
     for name, pop in spec.populations.items():
         kin = {r: RECEPTORS[spec.receptors[r].kind](spec.receptors[r], dt) for r in by_pop[name]}
         pops[name] = NEURONS[pop.neuron.model](infos[name], pop.neuron, kin, dt, spike_fn)
-    sources = {n: PoissonSource(n, g, dt, dtype) for n, g in spec.inputs.items() if isinstance(g, PoissonGroup)}
+    sources = {n: SOURCES[g.kind](n, g, spec, dt, dtype, trial_odours) for n, g in spec.inputs.items()
+               if g.kind in SOURCES}
     sizes = {**{n: p.size for n, p in spec.populations.items()}, **{n: s.size for n, s in sources.items()}}
     rng = np.random.default_rng([spec.seed, 0])
     projections, shared = [], {}
     for i, pr in enumerate(spec.projections):
         signed = all(spec.receptors[r].E_rev is None for r in pr.receptor_scales())
-        syn = build_synapses(pr, i, sizes[pr.pre], sizes[pr.post], spec.cell_type(pr.pre), rng, signed=signed)
+        syn = build_synapses(pr, i, sizes[pr.pre], sizes[pr.post], spec.cell_type(pr.pre), rng, signed=signed,
+                             structure=structure)
         scales = {r: q.internal for r, q in pr.receptor_scales().items()}
         delay = int(round(pr.delay.internal / dt))
         log_scale, log_weight = _trainables(spec, i, pr, syn, shared, dtype)

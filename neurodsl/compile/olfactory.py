@@ -1,18 +1,23 @@
-"""Compile a ``kind: teacher`` spec + a NetworkStructure into a :class:`SpikingNetwork`.
+"""The olfactory template: a ``kind: teacher`` spec + a NetworkStructure expand into an ordinary
+network spec (:func:`expand`), compiled by the general :func:`~neurodsl.compile.network.compile_network`.
 
 * **Structure** (:func:`resolve_structure`): ``network.structure`` (npz) >
   ``connectome`` (CSV, :mod:`neurodsl.io.connectome_csv`) > ``network.generator``.
-* **Order**: SpikingNetwork populations are contiguous, so the recurrent neurons
-  are permuted to E-then-I (stable: each type keeps the structure's order).
-  ``perm[c]`` is the structure index of compiled neuron ``c``; runners map
-  outputs back with it, so every output is in the *structure's* order.
-* **Weights**: a synapse of structure weight w from a presynaptic neuron of
-  type T onto a neuron of type P adds ``|w| * scaling[P, T] * g_bar[T][r]`` to
-  receptor r (``scaling`` = the structure file's scaling times
-  ``network.scaling``; rows post E/I, columns pre E/I/input).
-* **Populations** ``E`` and ``I`` (an empty type is left out), the source
-  ``mitral`` (:class:`~neurodsl.compile.odour.OdourSource`); one EventProjection
-  per (pre type, post type) pair with synapses; no delays.
+* **The expanded spec** (``kind: simulation``, writable as YAML and runnable with
+  ``neurodsl simulate`` given the structure file): populations ``E`` and ``I`` (an empty type is
+  left out) with the spec's cells; the input ``mitral`` (``kind: odour``: odour-modulated
+  Poisson cells with the spec's odours and schedule); one projection per (pre type, post type)
+  pair with synapses, ``connectivity: {kind: structure, pre_type, post_type, scaling: false}``,
+  ``receptors`` = ``g_bar`` of the pre type and ``weight`` = the effective scaling factor; no
+  delays.  The teacher writes it as ``network.yaml`` beside ``network_structure.npz``.  So
+  everything the general language says about cells, receptors, inputs and projections holds here.
+* **Order**: populations are contiguous, so the recurrent neurons are E-then-I (stable: each
+  type keeps the structure's order).  ``perm[c]`` is the structure index of compiled neuron
+  ``c``; runners map outputs back with it, so every output is in the *structure's* order.
+* **Weights**: a synapse of structure weight w from a presynaptic neuron of type T onto a
+  neuron of type P adds ``|w| * scaling[P, T] * g_bar[T][r]`` to receptor r.
+* **Scaling has one source**: :func:`effective_scaling`, held by the structure file or by the
+  spec's ``network.scaling``, never both (a located error).
 """
 from __future__ import annotations
 
@@ -20,19 +25,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurodsl.compile.connectivity import Synapses
+from neurodsl import units as U
+from neurodsl.compile.connectivity import TYPES, Synapses, structure_pair, type_order, type_size
 from neurodsl.compile.generator import generate
-from neurodsl.compile.kinetics import RECEPTORS
-from neurodsl.compile.network import NEURONS, EventProjection, PopulationInfo, SpikingNetwork, precision_dtype
-from neurodsl.compile.odour import OdourPatterns, OdourSource, odour_patterns, odour_schedule
+from neurodsl.compile.network import SpikingNetwork, compile_network
+from neurodsl.compile.odour import OdourPatterns, OdourSource
 from neurodsl.errors import DataError, Location, SpecError
 from neurodsl.io.connectome_csv import load_connectome_csv
 from neurodsl.io.structure import NetworkStructure, load_structure
+from neurodsl.spec.network import FromStructure, PoissonGroup, Population, PopulationInit, Projection
+from neurodsl.spec.odour import OdourInput
 from neurodsl.spec.olfactory import PRE_TYPES, OlfactoryNetwork
-from neurodsl.spec.network import PopulationInit
+from neurodsl.spec.spec import OutputSpec, SimulationSpec
 from neurodsl.spec.teacher import TeacherSpec
-
-TYPES = ("E", "I")
 
 
 def resolve_structure(spec: TeacherSpec) -> tuple[NetworkStructure, str]:
@@ -65,7 +70,7 @@ def effective_scaling(network: OlfactoryNetwork, s: NetworkStructure, where: str
 
 @dataclass
 class OlfactoryModel:
-    """The compiled teacher: network, its mitral source and the index maps."""
+    """The compiled teacher: network, its mitral source, the index maps and the expanded spec."""
 
     net: SpikingNetwork
     structure: NetworkStructure
@@ -73,6 +78,7 @@ class OlfactoryModel:
     source: OdourSource
     patterns: OdourPatterns
     scaling: np.ndarray
+    network_spec: SimulationSpec
 
     @property
     def n_mitral(self) -> int:
@@ -80,125 +86,118 @@ class OlfactoryModel:
 
 
 def _local(s: NetworkStructure):
-    """Per structure neuron: its type's position (E then I, stable) and compiled index."""
-    perm = np.concatenate([np.nonzero(s.cell_type == t)[0] for t in TYPES]).astype(np.int64)
-    local = np.empty(s.n, np.int64)
-    for t in TYPES:
-        idx = np.nonzero(s.cell_type == t)[0]
-        local[idx] = np.arange(len(idx))
-    return perm, local
+    """``(perm, local)``: see :func:`neurodsl.compile.connectivity.type_order`."""
+    return type_order(s)
 
 
-def _synapses(pre, post, w, n_pre, n_post) -> Synapses:
-    order = np.lexsort((post, pre))
-    return Synapses(pre[order].astype(np.int32), post[order].astype(np.int32),
-                    np.abs(w[order]).astype(np.float64), n_pre, n_post)
+def _pairs(network: OlfactoryNetwork, s: NetworkStructure):
+    """(i, j, pre type, post type) of every pair with synapses, in projection order; a pair whose
+    pre type has no ``g_bar`` is a located error."""
+    for j, pre_type in enumerate(PRE_TYPES):
+        pre_sel = np.ones(len(s.ff_pre), bool) if pre_type == "input" else s.cell_type[s.rec_pre] == pre_type
+        post = s.ff_post if pre_type == "input" else s.rec_post
+        for i, post_type in enumerate(TYPES):
+            if type_size(s, post_type) == 0 or not (pre_sel & (s.cell_type[post] == post_type)).any():
+                continue
+            if pre_type not in network.g_bar or not network.g_bar[pre_type]:
+                raise DataError(f"the structure has {pre_type}->{post_type} synapses but g_bar has no "
+                                f"entry for {pre_type!r}", field=f"network.g_bar.{pre_type}",
+                                expected="peak conductances per receptor, e.g. {AMPA: 4 nS}")
+            yield i, j, pre_type, post_type
 
 
 def projection_edges(network: OlfactoryNetwork, s: NetworkStructure, source: str = "mitral"):
     """Per (pre type j, post type i) pair with synapses: ``(i, j, pre name, post name, Synapses
-    (|w|, sorted), structure index of each synapse (into rec_* or ff_*), g_bar per receptor)``.
-    The one place that splits a structure into projections (teacher, grid search, training)."""
-    _, local = _local(s)
-    sizes = {t: int((s.cell_type == t).sum()) for t in TYPES}
-    sizes["input"] = s.n_inputs
-    post_t = s.cell_type
-    edges = {"E": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
-             "I": (s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]),
-             "input": (s.ff_pre, s.ff_post, s.ff_weight, np.full(len(s.ff_pre), "input"))}
-    g_bar = network.g_bar
-    for j, pre_type in enumerate(PRE_TYPES):
-        pre, post, w, ptype = edges[pre_type]
-        for i, post_type in enumerate(TYPES):
-            sel = (ptype == pre_type) & (post_t[post] == post_type)
-            if not sel.any() or sizes[post_type] == 0:
-                continue
-            if pre_type not in g_bar or not g_bar[pre_type]:
-                raise DataError(f"the structure has {pre_type}->{post_type} synapses but g_bar has no "
-                                f"entry for {pre_type!r}", field=f"network.g_bar.{pre_type}",
-                                expected="peak conductances per receptor, e.g. {AMPA: 4 nS}")
-            idx = np.nonzero(sel)[0]
-            pre_idx = pre[idx] if pre_type == "input" else local[pre[idx]]
-            order = np.lexsort((local[post[idx]], pre_idx))
-            syn = _synapses(pre_idx[order], local[post[idx]][order], w[idx][order],
-                            sizes[pre_type], sizes[post_type])
-            src = source if pre_type == "input" else pre_type
-            yield i, j, src, post_type, syn, idx[order], {r: float(q.internal) for r, q in g_bar[pre_type].items()}
+    (|w|, sorted), structure index of each synapse (into rec_* or ff_*), g_bar per receptor)``,
+    split by :func:`~neurodsl.compile.connectivity.structure_pair` (training uses it)."""
+    for i, j, pre_type, post_type in _pairs(network, s):
+        pre, post, w, idx = structure_pair(s, pre_type, post_type)
+        syn = Synapses(pre, post, w, type_size(s, pre_type), type_size(s, post_type))
+        src = source if pre_type == "input" else pre_type
+        yield i, j, src, post_type, syn, idx, {r: float(q.internal) for r, q in network.g_bar[pre_type].items()}
 
 
-def build_projections(network: OlfactoryNetwork, s: NetworkStructure, scaling: np.ndarray, dtype,
-                      source: str = "mitral"):
-    """One event Projection per (pre type, post type) with synapses; pre type 'input' is ``source``."""
-    return [EventProjection(f"{src}->{post}", syn, src, post, 0, {r: g * float(scaling[i, j]) for r, g in gb.items()},
-                            dtype)
-            for i, j, src, post, syn, _, gb in projection_edges(network, s, source)]
+def expand(network: OlfactoryNetwork, s: NetworkStructure, *, name: str, seed: int, dt, duration,
+           precision: str, trials: int, inputs=None, initial_V=None, source: str = "mitral",
+           scaling=None, outputs=None) -> SimulationSpec:
+    """The olfactory network as an ordinary ``kind: simulation`` spec (see the module docstring).
 
-
-def olfactory_network(network: OlfactoryNetwork, structure: NetworkStructure, scaling: np.ndarray,
-                      source_name: str, source, dt: float, dtype, initial_V, seed: int):
-    """E and I populations (E then I; ``perm`` maps back to the structure's order), the input
-    source and the structure's projections, assembled.  ``initial_V``: one value or distribution
-    for both types, or a dict per type.  Returns ``(net, perm)``."""
-    projections = build_projections(network, structure, scaling, dtype, source_name)
-    receptors_of = {t: [] for t in TYPES}
-    for pr in projections:
-        receptors_of[pr.post] += [r for r in pr.scales if r not in receptors_of[pr.post]]
-    pops, offset = {}, 0
-    for t in TYPES:
-        size = int((structure.cell_type == t).sum())
-        if size == 0:
-            continue
-        cell = network.cells[t]
-        rec = network.receptors
-        kin = {r: RECEPTORS[rec[r].kind](rec[r], dt) for r in receptors_of[t]}
-        pops[t] = NEURONS[cell.model](PopulationInfo(t, size, t, offset), cell, kin, dt)
-        offset += size
+    ``inputs``: the spec of the presynaptic source named ``source`` (the structure's feedforward
+    channels); ``initial_V``: a value for every neuron or a dict per type (None: E_L);
+    ``scaling``: the effective (2, 3) factors (default :func:`effective_scaling`).  The structure
+    is given to ``compile_network`` (:func:`network_yaml` names its file)."""
+    scaling = effective_scaling(network, s) if scaling is None else np.asarray(scaling, np.float64)
+    pops = {t: Population(size=type_size(s, t), cell_type=t, neuron=network.cells[t])
+            for t in TYPES if type_size(s, t) > 0}
+    projections = [Projection(name=f"{source if pre == 'input' else pre}->{post}",
+                              pre=source if pre == "input" else pre, post=post,
+                              connectivity=FromStructure(kind="structure", pre_type=pre, post_type=post,
+                                                         scaling=False),
+                              receptors=dict(network.g_bar[pre]), weight=U.parse_quantity(float(scaling[i, j])))
+                   for i, j, pre, post in _pairs(network, s)]
     per_type = initial_V if isinstance(initial_V, dict) else {t: initial_V for t in pops}
-    initial = {t: PopulationInit(V=per_type.get(t)) for t in pops}
-    sources = {source_name: source} if source is not None else {}
-    net = SpikingNetwork.assemble(pops, sources, projections, [], dt, dtype, initial, seed)
-    perm, _ = _local(structure)
-    return net, perm
+    extra = {} if outputs is None else {"outputs": OutputSpec(rate_bin=outputs.rate_bin, chunk=outputs.chunk)}
+    return SimulationSpec(name=name, kind="simulation", seed=seed, dt=dt, duration=duration, precision=precision,
+                          **extra, trials=trials, populations=pops, receptors=dict(network.receptors),
+                          inputs={source: inputs} if inputs is not None and s.n_inputs > 0 else {},
+                          projections=projections,
+                          initial_state={t: PopulationInit(V=v) for t, v in per_type.items()
+                                         if v is not None and t in pops})
 
 
-def constant_rate_network(network: OlfactoryNetwork, s: NetworkStructure, *, input_rate_hz: float, dt: float,
-                          dtype, seed: int = 0, random_init: bool = True):
-    """The network with Poisson mitral inputs at a constant rate (grid search): ``(net, perm)``.
+def network_yaml(netspec: SimulationSpec, structure_file: str = "network_structure.npz") -> str:
+    """``netspec`` as YAML text that ``neurodsl simulate`` reads back (units as strings), its
+    projections reading ``structure_file`` (relative to the YAML file)."""
+    import yaml
+    data = netspec.model_dump(mode="json", exclude_none=True)
+    data = {"name": netspec.name, "kind": "simulation", **data}
+    for pr in data.get("projections", []):
+        pr["connectivity"] = {"kind": "structure", "file": structure_file, **pr["connectivity"]}
+    return ("# The olfactory template expanded into an ordinary network spec (neurodsl.compile.olfactory).\n"
+            "# neurodsl simulate network.yaml runs the teacher's network; edit it freely (delays, receptors, ...).\n"
+            + yaml.safe_dump(data, sort_keys=False))
+
+
+def teacher_network_spec(spec: TeacherSpec, s: NetworkStructure, trials: int | None = None) -> SimulationSpec:
+    """The teacher's network: the template with odour-modulated Poisson mitral cells (``kind: odour``
+    with the spec's ``mitral.baseline``, ``odours`` and ``schedule``) and ``initial_V``."""
+    mitral = OdourInput(kind="odour", size=max(s.n_inputs, 1), baseline=spec.mitral.baseline, odours=spec.odours,
+                        schedule=spec.schedule)
+    return expand(spec.network, s, name=spec.name, seed=spec.seed, dt=spec.dt, duration=spec.duration,
+                  precision=spec.precision, trials=trials or spec.trials, inputs=mitral,
+                  initial_V=spec.initial_V, outputs=spec.outputs)
+
+
+def constant_rate_network(network: OlfactoryNetwork, s: NetworkStructure, *, input_rate_hz: float, dt,
+                          duration, precision: str, seed: int = 0, random_init: bool = True):
+    """The template with Poisson mitral inputs at a constant rate (grid search): ``(net, perm)``.
     ``random_init``: initial V uniform in [E_L, V_th) so the populations do not start in synchrony."""
-    from neurodsl import units as U
-    from neurodsl.compile.cells import PoissonSource
-    from neurodsl.spec.network import PoissonGroup, Uniform
-    source = None
-    if s.n_inputs > 0:
-        group = PoissonGroup(kind="poisson", size=s.n_inputs, rate=U.parse_quantity(f"{input_rate_hz} Hz"))
-        source = PoissonSource("input", group, dt, dtype)
+    from neurodsl.spec.network import Uniform
+    group = PoissonGroup(kind="poisson", size=max(s.n_inputs, 1), rate=U.parse_quantity(f"{input_rate_hz} Hz"))
     init = {t: Uniform(dist="uniform", low=c.E_L, high=c.V_th) for t, c in network.cells.items()} \
-        if random_init else {}
-    return olfactory_network(network, s, effective_scaling(network, s), "input", source, dt, dtype, init, seed)
+        if random_init else None
+    netspec = expand(network, s, name="grid", seed=seed, dt=dt, duration=duration, precision=precision, trials=1,
+                     inputs=group, initial_V=init, source="input")
+    return compile_network(netspec, structure=s), type_order(s)[0]
 
 
 def build_olfactory(spec: TeacherSpec, structure: NetworkStructure, batch: int | None = None,
                     trial_odours=None) -> OlfactoryModel:
-    """Compile ``spec`` with ``structure`` (see the module docstring).
+    """Expand ``spec`` with ``structure`` and compile it (see the module docstring).
 
     ``batch`` / ``trial_odours`` size the odour schedule (default ``spec.trials`` and
     the spec's schedule; ``trial_odours`` forces one fixed odour per trial, -1 =
     baseline).  All projections are merged into one event kernel per step by
-    :class:`~neurodsl.compile.network.SynapseBank`.  Call ``model.net.init_state(batch, seed)`` before running.
+    :class:`~neurodsl.compile.events.SynapseBank`.  Call ``model.net.init_state(batch, seed)`` before running.
     """
-    dtype = precision_dtype(spec.precision)
-    dt = spec.dt.internal
     n_mitral = spec.mitral.n or structure.n_inputs
     if n_mitral != structure.n_inputs:
         raise DataError(f"mitral.n = {n_mitral} but the structure has {structure.n_inputs} inputs",
                         field="mitral.n", location=Location(str(spec.network.structure or "<structure>")),
                         expected=f"{structure.n_inputs} (or leave mitral.n unset)")
-    scaling = effective_scaling(spec.network, structure)
-    patterns = odour_patterns(spec.odours, n_mitral, spec.mitral.baseline.internal, spec.seed)
-    batch = batch or spec.trials
-    schedule = odour_schedule(spec.schedule, patterns.n_odours, batch, spec.n_steps, dt, spec.seed,
-                              trial_odours)
-    source = OdourSource(patterns, schedule, dt, dtype)
-    net, perm = olfactory_network(spec.network, structure, scaling, "mitral", source, dt, dtype, spec.initial_V,
-                                  spec.seed)
-    return OlfactoryModel(net, structure, perm, source, patterns, scaling)
+    netspec = teacher_network_spec(spec, structure, trials=batch or spec.trials)
+    net = compile_network(netspec, structure=structure, trial_odours=trial_odours)
+    source = net.sources.get("mitral")
+    return OlfactoryModel(net, structure, type_order(structure)[0], source,
+                          source.patterns if source is not None else None,
+                          effective_scaling(spec.network, structure), netspec)

@@ -1,9 +1,10 @@
 """Building blocks of every spec model: frozen pydantic models and unit-checked fields."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationInfo, WithJsonSchema
 
 from neurodsl import units as U
 from neurodsl.units import Quantity, UnitError
@@ -67,3 +68,19 @@ AnyQuantity = Annotated[
     PlainSerializer(lambda q: q.text or q.si, return_type=Any),
     WithJsonSchema({"type": ["string", "number"], "description": "a number, optionally with a unit"}),
 ]
+
+
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def resolve_path(value: str, info: ValidationInfo | None) -> Path:
+    """Resolve a spec path: ``neurodsl:NAME`` is shipped data; a relative path in the file is
+    relative to the spec file, one given on the command line (``--set``) to the current folder."""
+    if value.startswith("neurodsl:"):
+        return PACKAGE_DATA / value.split(":", 1)[1]
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        ctx = (info.context or {}) if info is not None else {}
+        base = Path.cwd() if value in ctx.get("cli_strings", ()) else ctx.get("base_dir")
+        p = Path(base or ".") / p
+    return p

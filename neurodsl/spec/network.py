@@ -21,23 +21,9 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from neurodsl import units as U
 from neurodsl.spec.trainable import TrainableSpec
-from neurodsl.spec.base import (AnyQuantity, Conductance, CrossFieldError, Current, Rate,
-                                SpecModel, Time, Voltage, Capacitance)
-
-PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def resolve_path(value: str, info: ValidationInfo | None) -> Path:
-    """Resolve a spec path: ``neurodsl:NAME`` is shipped data; a relative path in the file is
-    relative to the spec file, one given on the command line (``--set``) to the current folder."""
-    if value.startswith("neurodsl:"):
-        return PACKAGE_DATA / value.split(":", 1)[1]
-    p = Path(value).expanduser()
-    if not p.is_absolute():
-        ctx = (info.context or {}) if info is not None else {}
-        base = Path.cwd() if value in ctx.get("cli_strings", ()) else ctx.get("base_dir")
-        p = Path(base or ".") / p
-    return p
+from neurodsl.spec.base import (PACKAGE_DATA, AnyQuantity, Conductance, CrossFieldError, Current,  # noqa: F401
+                                Rate, SpecModel, Time, Voltage, Capacitance, resolve_path)
+from neurodsl.spec.odour import OdourInput
 
 
 class FileRef(SpecModel):
@@ -265,8 +251,35 @@ class FromFile(SpecModel):
         return str(p)
 
 
-Connectivity = Annotated[Union[Bernoulli, FixedIndegree, Assemblies, AllToAll, OneToOne, FromFile],
-                         Field(discriminator="kind")]
+class FromStructure(SpecModel):
+    """The synapses of one (presynaptic type, postsynaptic type) pair of a network structure
+    (``network_structure.npz``, :mod:`neurodsl.io.structure`): ``pre_type`` E/I (recurrent
+    synapses) or ``input`` (feedforward), ``post_type`` E/I.  Neurons of each type keep the
+    structure's order; weights are the structure's magnitudes (``weight`` multiplies them).
+    ``file`` may be omitted when the network is expanded from a template that holds the
+    structure in memory (the olfactory teacher)."""
+
+    kind: Literal["structure"]
+    file: str | None = None
+    pre_type: Literal["E", "I", "input"]
+    post_type: Literal["E", "I"]
+    scaling: bool = Field(True, description="multiply the weights by the structure's own scaling factor "
+                                            "of this pair (false: the projection's weight already holds "
+                                            "the effective factor, as in the expanded olfactory template)")
+
+    @field_validator("file")
+    @classmethod
+    def _exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        p = resolve_path(v, info)
+        if not p.exists():
+            raise ValueError(f"structure file {v!r} not found (looked at {p})")
+        return str(p)
+
+
+Connectivity = Annotated[Union[Bernoulli, FixedIndegree, Assemblies, AllToAll, OneToOne, FromFile,
+                               FromStructure], Field(discriminator="kind")]
 
 
 class Projection(SpecModel):
@@ -361,7 +374,7 @@ class ConstantCurrent(SpecModel):
     stop: Time | None = None
 
 
-Input = Annotated[Union[PoissonGroup, ConstantCurrent], Field(discriminator="kind")]
+Input = Annotated[Union[PoissonGroup, OdourInput, ConstantCurrent], Field(discriminator="kind")]
 
 
 class PopulationInit(SpecModel):

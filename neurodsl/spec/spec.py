@@ -88,7 +88,7 @@ class NetworkSpec(SpecHeader):
             raise CrossFieldError(("inputs", sorted(clash)[0]), "name used by a population and an input",
                                   "unique names")
         sources = {**{k: "population" for k in self.populations},
-                   **{k: "input" for k, v in self.inputs.items() if isinstance(v, PoissonGroup)}}
+                   **{k: "input" for k, v in self.inputs.items() if not isinstance(v, ConstantCurrent)}}
         for i, pr in enumerate(self.projections):
             if pr.pre not in sources:
                 raise CrossFieldError(("projections", i, "pre"), f"unknown population or input {pr.pre!r}",
@@ -113,7 +113,7 @@ class NetworkSpec(SpecHeader):
                                               "a dimensionless weight")
                 else:
                     bad = check_weight_dim(pr.weight, rec.weight_dim)
-                    if bad is not None and not (bad == "dimensionless" and pr.connectivity.kind == "file"):
+                    if bad is not None and not (bad == "dimensionless" and pr.connectivity.kind in ("file", "structure")):
                         raise CrossFieldError(("projections", i, "weight"), f"weight is a {bad}",
                                               f"a {U.dim_name(rec.weight_dim)} for receptor {rname!r}")
             self._check_dale(i, pr, sources)

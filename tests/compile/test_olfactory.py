@@ -37,10 +37,12 @@ def test_interleaved_types_are_permuted_and_weights_scaled():
     by = {p.label: p for p in m.net.projections}
     # E1 -> I0 (w 2): local E index 0 -> local I index 0
     assert by["E->I"].synapses.dense()[0, 0] == 2.0
-    # I0 -> E4 (w -3): magnitude, scaled by scaling[E, I] = 2
-    assert by["I->E"].synapses.dense()[0, 2] == 3.0
-    assert by["I->E"].scales["GABA_A"] == pytest.approx(8.139 * 2.0)
-    assert by["mitral->I"].scales["AMPA"] == pytest.approx(4.177 * 0.5)
+    # I0 -> E4 (w -3): magnitude, scaled by scaling[E, I] = 2, times g_bar (the template puts the
+    # scaling into the projection's weight and g_bar into its receptors: the product is what counts)
+    g = {k: p.synapses.dense() for k, p in by.items()}
+    assert g["I->E"][0, 2] * by["I->E"].scales["GABA_A"] == pytest.approx(3.0 * 2.0 * 8.139)
+    assert g["mitral->I"][0, 1] * by["mitral->I"].scales["AMPA"] == pytest.approx(1.0 * 0.5 * 4.177)
+    assert g["E->I"][0, 0] * by["E->I"].scales["AMPA"] == pytest.approx(2.0 * 4.177)
     assert set(m.net.populations["E"].kinetics) == {"AMPA", "NMDA", "GABA_A"}
 
 

@@ -124,3 +124,33 @@ def test_structure_file_with_interleaved_types_keeps_structure_order(tmp_path):
     assert load_structure(tmp_path / "out" / "network_structure.npz").n == n
     # the compiled network was E-then-I; the outputs are back in the interleaved structure order (above)
     assert ds.attrs["rate_I_hz"] > 0 and ds.attrs["rate_E_hz"] > 0
+
+
+def test_network_yaml_is_the_teacher_as_an_ordinary_spec(run, tmp_path):
+    """The olfactory template expands into a kind: simulation spec: `neurodsl simulate` on the
+    teacher's network.yaml gives the teacher's spikes, and the general language's delays work on it."""
+    from neurodsl.runners.simulate import simulate
+    out, ds = run
+    loaded = load_spec(out / "network.yaml")
+    assert loaded.spec.kind == "simulation"
+    assert {p.connectivity.kind for p in loaded.spec.projections} == {"structure"}
+    sim = simulate(loaded, None, progress=False, write=False)
+    perm = np.concatenate([np.nonzero(load_structure(out / "network_structure.npz").cell_type == t)[0]
+                           for t in "EI"])
+    key = lambda t, s, n: np.lexsort((n, t, s))  # noqa: E731
+    a = (sim["spike_trial"].values, sim["spike_step"].values, perm[sim["spike_neuron"].values])
+    b = (ds["spike_trial"].values, ds["spike_step"].values, ds["spike_neuron"].values)
+    ka, kb = key(*a), key(*b)
+    assert len(a[0]) > 100
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x[ka], y[kb])
+    # a 5 ms delay on every recurrent projection: a valid spec, and it changes the dynamics
+    text = (out / "network.yaml").read_text()
+    delayed = yaml.safe_load(text)
+    for pr in delayed["projections"]:
+        if pr["pre"] != "mitral":
+            pr["delay"] = "5 ms"
+    f = out / "network_delayed.yaml"
+    f.write_text(yaml.safe_dump(delayed))
+    sim_d = simulate(load_spec(f), None, progress=False, write=False)
+    assert sim_d.sizes["spike"] != sim.sizes["spike"] or not np.array_equal(sim_d["spike_step"], sim["spike_step"])
