@@ -27,6 +27,7 @@ from neurodsl.spec import LoadedSpec
 
 from . import fit_objectives as FO
 from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from .spiking_state import prepare_run
 from .spiking_train import _Signals, write_metrics
 
 
@@ -137,8 +138,9 @@ class FitTrainer:
 
 
 def train(tr: FitTrainer, out: Path, *, resume: bool = False, progress: bool = True,
-          max_updates: int | None = None) -> dict:
-    """Run the updates (checkpointed, resumable); returns {"history", "interrupted", "updates", ...}."""
+          max_updates: int | None = None, record: dict | None = None) -> dict:
+    """Run the updates (checkpointed, resumable); returns {"history", "interrupted", "updates", ...}.
+    ``record``: the spec as stored in every checkpoint (what ``--resume`` is checked against)."""
     import jax
     import jax.numpy as jnp
     t = tr.training
@@ -162,7 +164,8 @@ def train(tr: FitTrainer, out: Path, *, resume: bool = False, progress: bool = T
 
     def save():
         tree = {**tr.snapshot(), "opt_state": opt_state, "obs": obs, "n": np.int64(n)}
-        save_checkpoint(ckpt, tree, {"epoch": epoch, "update": upd, "history": history, "done": done},
+        save_checkpoint(ckpt, tree, {"epoch": epoch, "update": upd, "history": history, "done": done,
+                                     "spec": record},
                         {"scheme": "network RNG key in the state; epochs restart from (seed, epoch)"})
 
     if progress:
@@ -247,18 +250,7 @@ def _targets(spec) -> dict[str, float]:
     return out
 
 
-def _check_resume(loaded: LoadedSpec, out: Path) -> None:
-    import yaml
-    from neurodsl.spec.loader import first_difference
-    old_path = out / "spec.yaml"
-    if not old_path.exists():
-        raise SpecError(f"nothing to resume in {out} (no spec.yaml)", field="--resume",
-                        expected="the folder of an earlier `neurodsl run` of this spec")
-    old, new = yaml.safe_load(old_path.read_text()), yaml.safe_load(loaded.resolved_yaml)
-    key = first_difference(old, new)
-    if key is not None:
-        raise SpecError(f"the spec differs from the run in {out} at {key}", field="--resume",
-                        expected="the same spec (or a new --out)")
+FINAL_OUTPUTS = ("summary.json", "params.npz", "figures/training.png")
 
 
 def training_figure(path: Path, history: list[dict], targets: dict[str, float]) -> Path:
@@ -292,12 +284,13 @@ def run_fit(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, te
     spec = loaded.spec
     configure_precision(spec.precision)
     out = Path(out_dir)
-    if resume:
-        _check_resume(loaded, out)
+    # a resume is checked against the checkpoint's own spec record; any other run is fresh:
+    # checkpoints and the previous run's final outputs go before anything is written
+    record = prepare_run(loaded, out, resume, FINAL_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)
     tr = FitTrainer(spec)
-    res = train(tr, out, resume=resume, progress=progress, max_updates=2 if test else max_updates)
+    res = train(tr, out, resume=resume, progress=progress, max_updates=2 if test else max_updates, record=record)
     if res["interrupted"] or not (res["complete"] or test or max_updates):
         return {"interrupted": True, "updates": res["updates"]}
     trained = {k: np.asarray(p.value) for k, p in tr.params.items()}

@@ -86,6 +86,25 @@ def test_resume_with_another_spec_names_the_key(tmp_path):
                 progress=False)
 
 
+def test_a_fresh_run_never_resumes_the_old_one(tmp_path, monkeypatch):
+    """--force (any run without --resume) is a fresh run: killed before its first checkpoint, a
+    --resume must not continue the earlier run's checkpoint, and no earlier final output remains."""
+    import neurodsl.runners.fit as F
+    run_fit(load_spec_text(TINY), tmp_path, progress=False, max_updates=2)
+    assert (tmp_path / "checkpoints" / "checkpoint_latest.npz").exists() and (tmp_path / "summary.json").exists()
+
+    def killed(*a, **k):
+        raise SystemExit(137)  # the new run dies before its first checkpoint
+    monkeypatch.setattr(F, "train", killed)
+    new = ["training.learning_rate=0.2"]
+    with pytest.raises(SystemExit):
+        run_fit(load_spec_text(TINY, overrides=new), tmp_path, progress=False)
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "params.npz").exists()
+    monkeypatch.undo()
+    with pytest.raises(SpecError, match="no usable checkpoint"):
+        run_fit(load_spec_text(TINY, overrides=new), tmp_path, resume=True, progress=False)
+
+
 def test_training_moves_the_rate_to_its_target(tmp_path):
     s = run_fit(load_spec_text(TINY, overrides=["training.epochs=4", "training.updates_per_epoch=10",
                                                  "training.checkpoint_interval=50"]), tmp_path, progress=False)
