@@ -106,11 +106,44 @@ class RNNLossSpec(SpecModel):
     balancer_decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA decay of gradient norms")
 
 
+class RNNForceSpec(SpecModel):
+    """``training.method: force``: FORCE learning by recursive least squares (runners/rnn_force.py).
+
+    Each epoch is one pass over the training trials; every trial runs from ``h0`` and the
+    weights into the *recorded* units (hidden units have no target) are updated online toward
+    the trial's recorded rates.  ``training.epochs``, ``test_epochs``, ``early_stopping_patience``,
+    ``checkpoint_every``, ``detail_every`` and ``line_every`` keep their meaning (per pass); the
+    optimiser fields, ``batch_size`` and ``losses`` belong to bptt (the losses are still logged
+    on the validation trials, for comparison).
+    """
+
+    alpha: float = Field(1000.0, gt=0.0, description="P starts as I / alpha for regressors in units of the "
+                                                     "rate scale (mean recorded rate): the RLS ridge; small "
+                                                     "alpha = large first updates (noisy rates need ~100+)")
+    update_every: int = Field(1, gt=0, description="one RLS update every k time steps (bins)")
+    train_input: bool = Field(True, description="also train W_in and b of the recorded units (regressors: "
+                                                "the embedded input, embedding frozen, and a constant); "
+                                                "false: W_rec only")
+    batch_trials: int = Field(1, gt=0, description="trials run side by side with shared weights and one "
+                                                   "block (rank-k) RLS update per step from all of them "
+                                                   "(1 = trial by trial, as CURBD)")
+    shuffle: bool = Field(True, description="a new seeded order of the training trials every pass "
+                                            "(false: the same order every pass)")
+    h0_from_data: bool = Field(True, description="before the first pass set h0 of the recorded units to "
+                                                 "f^-1 of their mean first-bin training rate (needs "
+                                                 "model.learn_h0)")
+    target_smooth: Time = Field(U.parse_quantity("0 ms", U.TIME),
+                                description="Gaussian sigma applied to each trial's recorded rates "
+                                            "before they are RLS targets (0 ms: the raw rates)")
+
+
 class RNNTrainingSpec(SpecModel):
     """Optimiser, schedule, stopping and checkpoints (epochs count passes over the training set)."""
 
-    method: Literal["bptt"] = Field(
-        "bptt", description="bptt: Adam on the losses below, through time")
+    method: Literal["bptt", "force"] = Field(
+        "bptt", description="bptt: Adam on the losses below, through time; force: recursive least "
+                            "squares online (FORCE, as CURBD), settings in `force`")
+    force: RNNForceSpec = Field(RNNForceSpec(), description="FORCE/RLS settings (method: force only)")
     epochs: int = Field(2000, gt=0)
     batch_size: int | None = Field(None, gt=0, description="trials per step (default: all training trials)")
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -137,6 +170,13 @@ class RNNTrainingSpec(SpecModel):
                                   "min_lr <= learning_rate")
         return self
 
+    @model_validator(mode="after")
+    def _force_block(self):
+        if self.method != "force" and "force" in self.model_fields_set:
+            raise CrossFieldError(("force",), f"training.force is only used by method: force (method is "
+                                  f"{self.method})", "method: force, or no force block")
+        return self
+
 
 class RNNFitSpec(SpecHeader):
     """``kind: rnn_fit`` -- ``neurodsl run`` fits the model and writes results/<name>/."""
@@ -154,6 +194,14 @@ class RNNFitSpec(SpecHeader):
                                   "dt <= model.tau (Euler step)")
         return self
 
+    @model_validator(mode="after")
+    def _force_h0(self):
+        t = self.training
+        if t.method == "force" and t.force.h0_from_data and not self.model.learn_h0:
+            raise CrossFieldError(("training", "force", "h0_from_data"), "h0_from_data sets h0, but "
+                                  "model.learn_h0 is false", "h0_from_data: false, or model.learn_h0: true")
+        return self
 
-__all__ = ["RNNFitSpec", "RNNDataSpec", "RNNModelSpec", "RNNLossSpec", "RNNTrainingSpec",
+
+__all__ = ["RNNFitSpec", "RNNDataSpec", "RNNModelSpec", "RNNLossSpec", "RNNTrainingSpec", "RNNForceSpec",
            "EmbeddingSpec", "NONLINEARITIES"]
