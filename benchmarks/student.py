@@ -102,7 +102,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--trainable", default="scaling")
     ap.add_argument("--attach-reset", action="store_true", help="surrogate gradient through the reset too")
-    ap.add_argument("--van-rossum", type=float, default=0.2, help="student: van Rossum loss weight (rate: 1)")
+    ap.add_argument("--van-rossum", type=float, default=0.3, help="student: van Rossum loss weight (rate: 1)")
     ap.add_argument("--propagation", default="auto")
     ap.add_argument("--closed-loop-student", action="store_true", help="student without teacher forcing")
     a = ap.parse_args(argv)
