@@ -83,3 +83,78 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
         return atomic.finish(tmp, path)
     finally:
         atomic.discard(tmp)
+
+
+class SpikingWriter:
+    """Stream a spiking dataset to netCDF chunk by chunk (memory bounded by one chunk).
+
+    The file read back with :func:`xarray.open_dataset` is identical to writing
+    :func:`spiking_dataset` of the whole run with :func:`write_netcdf`; only the ``spike``
+    dimension is unlimited.  Written to a temporary file; :meth:`close` sets the attrs and renames
+    it into place (atomically), :meth:`abort` removes it.  :meth:`write` takes one chunk: its events
+    (sorted by step, trial, neuron; chunks in time order), its rate bins from ``bin0`` and its
+    voltage steps from ``step0``.
+    """
+
+    SPIKE_CHUNK = 1 << 18
+
+    def __init__(self, path: str | Path, *, n_trials: int, n_bins: int, n_neurons: int, dt_ms: float,
+                 n_steps: int, bin_ms: float, population: list[str], ei: list[str], voltage: bool = False):
+        import netCDF4
+        from neurodsl.io import atomic
+        self.path = Path(path)
+        fd, self.tmp = atomic.temp_file(self.path)
+        os.close(fd)
+        self.head = {"dt_ms": float(dt_ms), "n_steps": int(n_steps), "duration_ms": float(n_steps * dt_ms),
+                     "bin_ms": float(bin_ms)}
+        self.n_spikes = 0
+        nc = self.nc = netCDF4.Dataset(self.tmp, "w", format="NETCDF4")
+        for dim, size in (("spike", None), ("trial", n_trials), ("time", n_bins), ("neuron", n_neurons)):
+            nc.createDimension(dim, size)
+        if voltage:
+            nc.createDimension("step", n_steps)
+        zip_ = {"zlib": True, "complevel": 4}
+        for v in ("trial", "step", "neuron"):
+            nc.createVariable(f"spike_{v}", "i4", ("spike",), chunksizes=(self.SPIKE_CHUNK,), **zip_)
+        nc["spike_step"].setncatts({"units": "steps", "long_name": "time step of the spike (t = step * dt_ms)"})
+        grid = (1, max(1, min(n_bins, 64)), max(1, min(n_neurons, 4096)))
+        rate = nc.createVariable("rate", "f4", ("trial", "time", "neuron"), fill_value=np.float32(np.nan),
+                                 chunksizes=grid, **zip_)
+        rate.setncatts({"units": "Hz", "long_name": "firing rate", "bin_ms": float(bin_ms),
+                        "coordinates": "ei population"})
+        nc.createVariable("trial", "i8", ("trial",))[:] = np.arange(n_trials)
+        t = nc.createVariable("time", "f8", ("time",), fill_value=np.float64(np.nan))
+        t.setncatts({"units": "ms", "long_name": "bin start"})
+        t[:] = np.arange(n_bins) * bin_ms
+        nc.createVariable("neuron", "i8", ("neuron",))[:] = np.arange(n_neurons)
+        for name, values in (("population", population), ("ei", ei)):
+            nc.createVariable(name, str, ("neuron",))[:] = np.asarray(values, dtype=object)
+        if voltage:
+            v = nc.createVariable("V", "f4", ("trial", "step", "neuron"), fill_value=np.float32(np.nan),
+                                  chunksizes=(1, max(1, min(n_steps, 64)), grid[2]), **zip_)
+            v.setncatts({"units": "mV", "coordinates": "ei population"})
+
+    def write(self, events: dict[str, np.ndarray], rate: np.ndarray, bin0: int,
+              voltage: np.ndarray | None = None, step0: int = 0) -> None:
+        n = len(events["step"])
+        for v in ("trial", "step", "neuron"):
+            self.nc[f"spike_{v}"][self.n_spikes:self.n_spikes + n] = np.asarray(events[v], np.int32)
+        self.n_spikes += n
+        self.nc["rate"][:, bin0:bin0 + rate.shape[1], :] = np.asarray(rate, np.float32)
+        if voltage is not None:
+            self.nc["V"][:, step0:step0 + voltage.shape[1], :] = np.asarray(voltage, np.float32)
+
+    def close(self, attrs: dict) -> Path:
+        from neurodsl.io import atomic
+        try:
+            self.nc.setncatts({**self.head, **attrs})
+            self.nc.close()
+            return atomic.finish(self.tmp, self.path)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        from neurodsl.io import atomic
+        if self.nc.isopen():
+            self.nc.close()
+        atomic.discard(self.tmp)
