@@ -12,9 +12,13 @@ Reads what :func:`neurodsl.runners.student.run_student` wrote: ``comparison.npz`
   ratio learning / Poisson (mean van Rossum distance) in the title;
 * ``raster.png``: trial 0 of up to 12 active neurons spread over the teacher's rates, teacher and
   student rows paired;
-* ``identifiability.png``: true vs recovered scaling factors / weights, correlation and
-  relative error per pair; scaling
-  factors labelled by name (pre→post).
+* ``identifiability.png``: true vs recovered scaling factors / weights, max relative and log
+  error (the correlation only where the true values vary: it is undefined for a constant truth);
+  scaling factors labelled by name (pre→post, the same pair as 'post<-pre' in the report);
+* ``curvature.png`` (when the summary holds the fit's identifiability report,
+  :mod:`neurodsl.runners.identifiability`): eigen-spectrum of the loss's curvature at the fit,
+  eigenvectors, loss profiles along each factor; per factor "recovered / not identifiable from
+  these data / identifiable, not recovered" in the report.
 
 Returns the figure paths; the numbers go to ``DIR/student_report.json``.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .identifiability import curvature_figure, error_measures, verdict_lines
 from .plots import _figure, save
 from .stats import van_rossum_distance
 
@@ -119,8 +124,7 @@ def _identifiability_figure(p: dict, keys: list[str]):
     for a, k in zip(axi[0], keys):
         t, r = np.abs(p[f"{k}_teacher"]).ravel(), np.abs(p[f"{k}_recovered"]).ravel()
         i0 = np.abs(p[f"{k}_initial"]).ravel()
-        rel = np.abs(r - t) / np.maximum(t, 1e-12)
-        c = float(np.corrcoef(t, r)[0, 1]) if t.std() > 0 else 1.0
+        m = error_measures(t, r)
         names = _factor_names(k, p[f"{k}_teacher"].shape)
         a.scatter(t, i0, s=16, marker="x", color="0.5", label="initial")
         for x, y0, y1 in zip(t, i0, r):
@@ -133,12 +137,24 @@ def _identifiability_figure(p: dict, keys: list[str]):
         lim = [0, max(t.max(), r.max(), i0.max()) * 1.08]
         a.plot(lim, lim, "k--", lw=0.8, label="identity")
         what = "factor (pre→post)" if names else "magnitude"
-        a.set(title=f"{k}: r = {c:.3f}, max rel. err {rel.max():.3f}", xlabel=f"true {what}",
-              ylabel=f"fitted {what}")
+        corr = "" if m["correlation"] is None else f"r = {m['correlation']:.3f}, "
+        a.set(title=f"{k}: {corr}max rel. err {m['max_relative_error']:.3f}\nmax |log err| "
+                    f"{m['max_abs_log_error']:.3f}", xlabel=f"true {what}", ylabel=f"fitted {what}")
         a.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        ident[k] = {"correlation": c, "relative_error": rel.tolist() if rel.size <= 64 else None,
-                    "max_relative_error": float(rel.max()), "median_relative_error": float(np.median(rel))}
+        ident[k] = {key: v for key, v in m.items() if key not in ("true", "recovered")}
     return fig, ident
+
+
+def _curvature(summ: dict, figdir: Path, paths: list) -> dict | None:
+    """The fit's curvature report (verdicts, flat directions) and its figure, if the summary has one."""
+    rep = summ.get("identifiability")
+    if not rep or "skipped" in rep:
+        return rep
+    paths.append(save(curvature_figure(rep, f"{summ.get('name', 'student')}: identifiability at the fitted point"),
+                      figdir / "curvature.png"))
+    return {"verdicts": {n: row["verdict"] for n, row in rep["per_factor"].items()},
+            "not_identifiable": rep["not_identifiable"], "flat_directions": rep["flat_directions"],
+            "eigenvalues": rep["eigenvalues"], "criterion": rep["criterion"], "lines": verdict_lines(rep)}
 
 
 def student_report(out_dir) -> list[Path]:
@@ -156,6 +172,9 @@ def student_report(out_dir) -> list[Path]:
         keys = [k for k in ("scaling", "rec_weight", "ff_weight") if k in summ.get("recovered", {})] or ["scaling"]
         fig, ident = _identifiability_figure(p, keys)
         paths.append(save(fig, figdir / "identifiability.png"))
+        curv = _curvature(summ, figdir, paths)
+        if curv is not None:
+            ident["curvature"] = curv
     report = {"poisson": v["poisson"], "learning": v["learning"],
               "ratio_learning_over_poisson": v["ratio_learning_over_poisson"], "identifiability": ident}
     (out / "student_report.json").write_text(json.dumps(report, indent=1))

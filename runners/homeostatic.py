@@ -12,8 +12,12 @@ trains the ``training.trainable`` parameters with the engine
   weights replace ``rec_weight``/``ff_weight``; the ``scaling`` array holds the
   *effective* tuned scaling (the input structure's scaling times the spec's
   ``network.scaling``), so a teacher using it should leave ``network.scaling`` empty;
-* ``homeostatic_summary.json``: targets, before/after statistics, relative errors;
-* ``figures/before_after_rates.png``, ``figures/training_curves.png`` (+ the engine's
+* ``homeostatic_summary.json``: targets, before/after statistics, relative errors and
+  ``identifiability``: which combinations of factors the targets fix (the curvature of the loss
+  at the tuned point on held-out inputs: eigen-directions, flat ones, per factor "fixed by the
+  targets" / "not identifiable from these targets"; :mod:`.identifiability`);
+* ``figures/before_after_rates.png``, ``figures/curvature.png`` (eigen-spectrum, eigenvectors,
+  loss profiles), ``figures/training_curves.png`` (+ the engine's
   ``figures/epoch_XXXX/``), ``metrics.csv``/``metrics.json``, ``checkpoints/``, ``spec.yaml``.
 
 The first three only once training completed: SIGINT/SIGTERM save a checkpoint, say how to
@@ -34,7 +38,8 @@ from .spiking_state import interrupted, prepare_run
 from .spiking_train import TrainSetup, evaluate, train
 
 # written only when training completes (removed when a run starts)
-FINAL_OUTPUTS = ("network_structure.npz", "homeostatic_summary.json", "figures/before_after_rates.png")
+FINAL_OUTPUTS = ("network_structure.npz", "homeostatic_summary.json", "figures/before_after_rates.png",
+                 "figures/curvature.png")
 
 
 def spec_structure(spec):
@@ -138,8 +143,10 @@ def before_after_figure(path: Path, before: dict, after: dict, type_idx, targets
 
 
 def run_homeostatic(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-                    max_updates: int | None = None) -> dict:
+                    max_updates: int | None = None, report_windows: int = 5, profile_windows: int = 3) -> dict:
     """Tune ``loaded.spec`` (kind homeostatic); returns the summary dict (also written as JSON).
+    ``report_windows`` / ``profile_windows``: held-out update windows (epoch 10000's inputs, as the
+    after-evaluation) of the identifiability report (:func:`.identifiability.write_report`).
     The structure, summary and before/after figure are written only when training completes
     (``max_updates`` counts as complete); an interrupted run returns ``{"interrupted": True, ...}``."""
     from dataclasses import replace
@@ -171,13 +178,17 @@ def run_homeostatic(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = F
     if res.history:
         plot_progress(out, res.history[-1]["epoch"], res.history, after["neuron_rate"], setup.model.type_idx,
                       spec.training.keep_figures)
+    from .identifiability import write_report
+    ident = write_report(setup, res.params, out, epoch=10_000, progress=progress, n_windows=report_windows,
+                         profile_windows=profile_windows)
     summary = {"name": spec.name, "n_neurons": setup.model.n, "n_inputs": setup.model.n_inputs,
                "trainable": spec.training.trainable, "updates": res.updates, "interrupted": res.interrupted,
                "targets": {"rate_E": targets["E"], "rate_I": targets["I"]},
                "before": _stats_row(before), "after": _stats_row(after),
                "relative_rate_error": rel, "scaling": np.asarray(structure.scaling).tolist(),
                "seconds_per_update": res.seconds_per_update, "best_loss": res.best_loss,
-               "structure": str(out / "network_structure.npz"), "figures": [str(f) for f in figs]}
+               "structure": str(out / "network_structure.npz"), "figures": [str(f) for f in figs],
+               "identifiability": ident}
     atomic_write_text(out / "homeostatic_summary.json", json.dumps(summary, indent=1))
     if progress:
         print(f"homeostatic: rate E {before['rate_E']:.3f} -> {after['rate_E']:.3f} Hz (target {targets['E']}), "

@@ -20,10 +20,11 @@ An epoch is one pass through the recording (``updates_per_epoch`` windows of
 ``chunks_per_update * chunk_size`` steps; default as many as fit) for a batch of
 teacher trials (all when ``batch >= trials``, else a random subset per epoch
 drawn from (seed, epoch)).  Writes to ``DIR``: ``student_summary.json``
-(true vs recovered parameters, relative errors, correlation), ``params.npz``
+(true vs recovered parameters: relative and log errors, the correlation only where the truth
+varies; ``identifiability``: the curvature report of :mod:`.identifiability`), ``params.npz``
 (``scaling``, ``rec_weight``, ``ff_weight``: initial, recovered, teacher),
 ``network_structure.npz`` (the student's), ``metrics.csv``/``.json``, ``checkpoints/``,
-``figures/``; ``neurodsl analyze student DIR`` draws the comparison dashboard.
+``figures/`` (``curvature.png``: eigen-spectrum, eigenvectors, loss profiles); ``neurodsl analyze student DIR`` draws the comparison dashboard.
 
 params.npz, network_structure.npz, comparison.npz and the summary are written only once
 training completed: SIGINT/SIGTERM save a checkpoint and say how to ``--resume``; a resume
@@ -45,7 +46,8 @@ from .spiking_state import interrupted, prepare_run
 from .spiking_train import TrainSetup, train
 
 # written only when training completes (removed when a run starts)
-FINAL_OUTPUTS = ("params.npz", "network_structure.npz", "comparison.npz", "student_summary.json")
+FINAL_OUTPUTS = ("params.npz", "network_structure.npz", "comparison.npz", "student_summary.json",
+                 "figures/curvature.png")
 
 
 class TeacherData:
@@ -159,20 +161,13 @@ def teacher_cv(teacher: TeacherData, cell_type: str) -> float:
 
 
 def compare_params(model, true: dict, fitted: dict) -> dict:
-    """Per trained array: true and recovered values, relative errors, correlation."""
+    """Per trained array: true and recovered values, relative and log errors (always defined), the
+    correlation only where the truth varies (:func:`~neurodsl.analysis.identifiability.error_measures`)."""
+    from neurodsl.analysis.identifiability import error_measures
     t_eff = {k: np.asarray(v, np.float64) for k, v in model.effective(true).items()}
     f_eff = {k: np.asarray(v, np.float64) for k, v in model.effective(fitted).items()}
     names = {"log_scaling": "scaling", "log_rec_weight": "rec_weight", "log_ff_weight": "ff_weight"}
-    out = {}
-    for k in fitted:
-        a, b = np.abs(t_eff[names[k]]).ravel(), np.abs(f_eff[names[k]]).ravel()
-        rel = np.abs(b - a) / np.maximum(a, 1e-12)
-        out[names[k]] = {"true": a.tolist() if a.size <= 64 else None,
-                         "recovered": b.tolist() if b.size <= 64 else None,
-                         "relative_error": rel.tolist() if rel.size <= 64 else None,
-                         "max_relative_error": float(rel.max()), "median_relative_error": float(np.median(rel)),
-                         "correlation": float(np.corrcoef(a, b)[0, 1]) if a.size > 1 and a.std() > 0 else 1.0}
-    return out
+    return {names[k]: error_measures(t_eff[names[k]], f_eff[names[k]]) for k in fitted}
 
 
 def _teacher_run(teacher: TeacherData, V0: np.ndarray, inputs: np.ndarray) -> np.ndarray:
@@ -235,9 +230,12 @@ def _write_npz(path: Path, arrays: dict, compressed: bool = False) -> Path:
 
 
 def run_student(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool | str = False, progress: bool = True,
-                max_updates: int | None = None, comparison_ms: float = 2000.0) -> dict:
+                max_updates: int | None = None, comparison_ms: float = 2000.0, report_windows: int = 8,
+                profile_windows: int = 4) -> dict:
     """Fit ``loaded.spec`` (kind student); returns the summary (also ``student_summary.json``).
-    ``comparison_ms``: simulated time of ``comparison.npz`` (the dashboard's runs).  The outputs
+    ``comparison_ms``: simulated time of ``comparison.npz`` (the dashboard's runs);
+    ``report_windows`` / ``profile_windows``: update windows of epoch 0's data the identifiability
+    report evaluates (:func:`.identifiability.write_report`).  The outputs
     of FINAL_OUTPUTS are written only when training completes (``max_updates`` counts as
     complete); an interrupted run returns ``{"interrupted": True, ...}``."""
     from dataclasses import replace
@@ -267,14 +265,20 @@ def run_student(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool | str =
                                                                "trainable": spec.training.trainable}),
                    out / "network_structure.npz")
     simulate_comparison(teacher, model, true, res.params, out, seed=spec.seed, duration_ms=comparison_ms)
+    from .identifiability import write_report
+    ident = write_report(setup, res.params, out, true=true, epoch=0, progress=progress, n_windows=report_windows,
+                         profile_windows=profile_windows)
     summary = {"name": spec.name, "teacher": str(teacher.folder), "n_neurons": model.n,
                "n_inputs": model.n_inputs, "trainable": spec.training.trainable, "updates": res.updates,
                "interrupted": res.interrupted, "best_loss": res.best_loss,
                "final_loss": res.history[-1]["loss"] if res.history else None,
-               "seconds_per_update": res.seconds_per_update, "initial": before, "recovered": after}
+               "seconds_per_update": res.seconds_per_update, "initial": before, "recovered": after,
+               "identifiability": ident}
     atomic_write_text(out / "student_summary.json", json.dumps(summary, indent=1))
     if progress:
         for k, v in after.items():
+            corr = "" if v["correlation"] is None else f", correlation {v['correlation']:.3f}"
             print(f"student {k}: max relative error {before[k]['max_relative_error']:.3f} -> "
-                  f"{v['max_relative_error']:.3f}, correlation {v['correlation']:.3f}")
+                  f"{v['max_relative_error']:.3f}, max |log error| {v['max_abs_log_error']:.3f}{corr}")
     return summary
+

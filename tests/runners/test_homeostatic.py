@@ -29,6 +29,13 @@ def test_homeostatic_reaches_targets_and_writes_a_loadable_structure(tmp_path):
     saved = json.loads((tmp_path / "homeostatic_summary.json").read_text())
     assert saved["after"]["rate_E"] == r["after"]["rate_E"]
     assert (tmp_path / "figures" / "before_after_rates.png").exists() and (tmp_path / "metrics.csv").exists()
+    # two type-rate targets (the only active loss) fix at most two combinations of the six factors
+    ident = saved["identifiability"]
+    assert len(ident["eigenvalues"]) == 6 and sum(not f for f in ident["flat"]) <= 2 and sum(ident["flat"]) >= 4
+    assert ident["not_identifiable"] and ident["stiff_directions"]
+    assert set(r["verdict"] for r in ident["per_factor"].values()) <= {"fixed by the targets",
+                                                                     "not identifiable from these targets"}
+    assert (tmp_path / "figures" / "curvature.png").exists()
 
 
 def test_spec_file_validates():

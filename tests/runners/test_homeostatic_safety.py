@@ -41,7 +41,8 @@ def _run(spec_file, out, **kw):
     from neurodsl.runners.homeostatic import run_homeostatic
     from neurodsl.spec import load_spec
     with compilation_cache():
-        return run_homeostatic(load_spec(str(spec_file)), out, progress=False, **kw)
+        return run_homeostatic(load_spec(str(spec_file)), out, progress=False, report_windows=1, profile_windows=1,
+                               **kw)
 
 
 @pytest.fixture(scope="module")

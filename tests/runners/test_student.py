@@ -59,11 +59,18 @@ def test_planted_recovery_of_scaling_factors(teacher_dir, tmp_path):
     np.testing.assert_allclose(rec["true"], np.array([[0.5, 2.0, 0.8], [0.4, 1.5, 0.7]]).ravel(), rtol=1e-6)
     s = load_structure(tmp_path / "network_structure.npz")
     np.testing.assert_allclose(s.scaling.ravel(), rec["recovered"], rtol=1e-5)
+    assert rec["max_abs_log_error"] < np.log(1.05) and rec["correlation"] > 0.99  # the truth varies here
+    ident = r["identifiability"]  # curvature at the fit: every factor has synapses, all pinned and recovered
+    assert {n: row["verdict"] for n, row in ident["per_factor"].items()} == dict.fromkeys(
+        ["E<-E", "E<-I", "E<-input", "I<-E", "I<-I", "I<-input"], "recovered"), ident["per_factor"]
+    assert not any(ident["flat"]) and len(ident["eigenvalues"]) == 6
+    assert (tmp_path / "figures" / "curvature.png").exists()
     figs = student_report(tmp_path)
-    assert all(f.exists() for f in figs) and len(figs) == 3
+    assert all(f.exists() for f in figs) and len(figs) == 4
     rep = json.loads((tmp_path / "student_report.json").read_text())
     assert 0 < rep["ratio_learning_over_poisson"] <= 1.5  # learning variability within 1.5x Poisson
-    assert rep["identifiability"]["scaling"]["correlation"] > 0.99
+    assert rep["identifiability"]["scaling"]["max_relative_error"] == rec["max_relative_error"]
+    assert rep["identifiability"]["curvature"]["not_identifiable"] == []
 
 
 def test_student_spec_requires_a_teacher_folder(tmp_path):
@@ -79,7 +86,7 @@ def test_student_resume_is_bit_identical(teacher_dir, tmp_path):
     from neurodsl.spec import load_spec_text
     loaded = load_spec_text(RESUME.format(teacher=teacher_dir))
     a, b = tmp_path / "a", tmp_path / "b"
-    kw = {"progress": False, "comparison_ms": 100.0}
+    kw = {"progress": False, "comparison_ms": 100.0, "report_windows": 1, "profile_windows": 1}
     run_student(loaded, a, max_updates=8, **kw)
     run_student(loaded, b, max_updates=4, **kw)
     r = run_student(loaded, b, resume=True, max_updates=4, **kw)

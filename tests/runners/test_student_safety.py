@@ -57,7 +57,8 @@ def _run(spec_file, out, **kw):
     from neurodsl.runners.student import run_student
     from neurodsl.spec import load_spec
     with compilation_cache():
-        return run_student(load_spec(str(spec_file)), out, progress=False, comparison_ms=50.0, **kw)
+        return run_student(load_spec(str(spec_file)), out, progress=False, comparison_ms=50.0, report_windows=1,
+                           profile_windows=1, **kw)
 
 
 @pytest.fixture(scope="module")
