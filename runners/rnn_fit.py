@@ -277,9 +277,9 @@ def _train(tr: Trainer, loaded: LoadedSpec, run: FitRun, saver: Saver, out: Path
     stopping ended it.  A run is committed in one assignment after its epoch is complete, so
     an interrupt at any point leaves epoch, state, log and best in agreement."""
     import jax
-    from tqdm.auto import tqdm
+    from neurodsl.progress import progress_bar
     t = loaded.spec.training
-    bar = tqdm(total=n_epochs, initial=run.epoch, desc=f"fit {loaded.spec.name}", unit="epoch",
+    bar = progress_bar(total=n_epochs, initial=run.epoch, desc=f"fit {loaded.spec.name}", unit="epoch",
                disable=not progress, leave=False, dynamic_ncols=True)
     stopped = False
     with StopSignals() as stop:

@@ -324,13 +324,13 @@ def train_force(tr, loaded, run: FitRun, saver: Saver, out: Path, n_epochs: int,
 
     SIGINT/SIGTERM stop after the current pass (:class:`~.checkpoint.StopSignals`); each pass
     is committed in one assignment; early stopping as for BPTT (validation correlation)."""
-    from tqdm.auto import tqdm
+    from neurodsl.progress import progress_bar
     from .rnn_fit import _detail
     t = loaded.spec.training
     eng = ForceEngine(tr, loaded)
     tr.n_batches, tr.batch_size = eng.n_batches, eng.batch  # what the report names
     frun, state0 = _start(eng, run, saver, loaded), tr.state0
-    bar = tqdm(total=n_epochs, initial=frun.epoch, desc=f"force {loaded.spec.name}", unit="pass",
+    bar = progress_bar(total=n_epochs, initial=frun.epoch, desc=f"force {loaded.spec.name}", unit="pass",
                disable=not progress, leave=False, dynamic_ncols=True)
     stopped = False
     with StopSignals() as stop:

@@ -134,3 +134,14 @@ def test_plateau_steps_once_per_epoch_on_the_monitored_value():
     for _ in range(4):
         s = tx.epoch_end(s, p, jnp.asarray(1.0))
     assert float(s[1].scale) == 0.5
+
+
+@pytest.mark.parametrize("method", ["bptt", "force"])
+def test_progress_in_a_log_file_is_plain_lines(tiny_data, tmp_path, capfd, monkeypatch, method):
+    """Output to a file (a cluster log): the epoch bar prints whole lines, no carriage returns."""
+    monkeypatch.setenv("NEURODSL_PROGRESS_INTERVAL", "0")
+    run_rnn_fit(spec(tiny_data, "training.epochs=3", f"training.method={method}"), tmp_path, progress=True,
+                outputs=False)
+    err = capfd.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err
+    assert "3/3" in err   # the bar's final state is kept in the log
