@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationInfo, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationInfo, WithJsonSchema
 
 from neurodsl import units as U
 from neurodsl.units import Quantity, UnitError
@@ -84,3 +84,22 @@ def resolve_path(value: str, info: ValidationInfo | None) -> Path:
         base = Path.cwd() if value in ctx.get("cli_strings", ()) else ctx.get("base_dir")
         p = Path(base or ".") / p
     return p
+
+
+def existing_file(v: str | None, info: ValidationInfo | None, what: str) -> str | None:
+    """A spec path resolved by :func:`resolve_path` that must exist (None passes)."""
+    if v is None:
+        return v
+    p = resolve_path(v, info)
+    if not p.exists():
+        raise ValueError(f"{what} {v!r} not found (looked at {p})")
+    return str(p)
+
+
+def _nonnegative(v: Quantity) -> Quantity:
+    if v.si < 0:
+        raise ValueError(f"rate {v} is negative")
+    return v
+
+
+NonNegRate = Annotated[Rate, AfterValidator(_nonnegative)]

@@ -14,7 +14,6 @@ Conventions
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -22,7 +21,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from neurodsl import units as U
 from neurodsl.spec.trainable import TrainableSpec
 from neurodsl.spec.base import (PACKAGE_DATA, AnyQuantity, Conductance, CrossFieldError, Current,  # noqa: F401
-                                Rate, SpecModel, Time, Voltage, Capacitance, resolve_path)
+                                Rate, SpecModel, Time, Voltage, Capacitance, existing_file, resolve_path)
 from neurodsl.spec.odour import OdourInput
 
 
@@ -270,12 +269,7 @@ class FromStructure(SpecModel):
     @field_validator("file")
     @classmethod
     def _exists(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            return v
-        p = resolve_path(v, info)
-        if not p.exists():
-            raise ValueError(f"structure file {v!r} not found (looked at {p})")
-        return str(p)
+        return existing_file(v, info, "structure file")
 
 
 Connectivity = Annotated[Union[Bernoulli, FixedIndegree, Assemblies, AllToAll, OneToOne, FromFile,

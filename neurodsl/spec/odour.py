@@ -12,16 +12,13 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, ValidationInfo, field_validator
 
 from neurodsl import units as U
-from neurodsl.spec.base import Rate, SpecModel, Time, resolve_path
+from neurodsl.spec.base import NonNegRate, Rate, SpecModel, Time, existing_file
 
 q = U.parse_quantity
 
 
 def _existing(v: str, info: ValidationInfo, what: str) -> str:
-    p = resolve_path(v, info)
-    if not p.exists():
-        raise ValueError(f"{what} {v!r} not found (looked at {p})")
-    return str(p)
+    return existing_file(v, info, what)
 
 
 
@@ -94,14 +91,7 @@ class OdourInput(SpecModel):
 
     kind: Literal["odour"]
     size: int = Field(gt=0)
-    baseline: Rate = q("6 Hz", U.FREQUENCY)
+    baseline: NonNegRate = q("6 Hz", U.FREQUENCY)
     odours: Odours = Field(default_factory=RandomOdours)
     schedule: Schedule = Field(default_factory=FixedSchedule)
     cell_type: Literal["E", "I"] = "E"
-
-    @field_validator("baseline")
-    @classmethod
-    def _nonneg(cls, v):
-        if v.si < 0:
-            raise ValueError(f"rate {v} is negative")
-        return v

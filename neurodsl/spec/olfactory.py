@@ -15,7 +15,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from neurodsl import units as U
 from neurodsl.spec.base import Conductance, CrossFieldError, SpecModel
 from neurodsl.spec.connectome import GeneratorSpec
-from neurodsl.spec.network import LIFCond, Receptor, resolve_path
+from neurodsl.spec.base import existing_file
+from neurodsl.spec.network import LIFCond, Receptor
 
 q = U.parse_quantity
 
@@ -64,12 +65,7 @@ class OlfactoryNetwork(SpecModel):
     @field_validator("structure")
     @classmethod
     def _exists(cls, v, info: ValidationInfo):
-        if v is None:
-            return v
-        p = resolve_path(v, info)
-        if not p.exists():
-            raise ValueError(f"structure file {v!r} not found (looked at {p})")
-        return str(p)
+        return existing_file(v, info, "structure file")
 
     @model_validator(mode="after")
     def _receptors_known(self):

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from neurodsl import units as U
 from neurodsl.spec.base import CrossFieldError, SpecModel, Time
-from neurodsl.spec.network import (ConstantCurrent, Input, PoissonGroup, Population, PopulationInit,
+from neurodsl.spec.network import (ConstantCurrent, Input, Population, PopulationInit,
                                    Projection, Receptor, check_weight_dim, value_dim)
 
 KIND_NAMES = ("simulation", "rnn_fit", "teacher", "student", "network_inference", "homeostatic", "fit")

@@ -24,12 +24,12 @@ Structure precedence: ``network.structure`` (npz) > ``connectome`` (CSV) > ``net
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from neurodsl import units as U
-from neurodsl.spec.base import CrossFieldError, Rate, SpecModel, Time
+from neurodsl.spec.base import CrossFieldError, NonNegRate, SpecModel, Time
 from neurodsl.spec.network import Uniform, Value
 from neurodsl.spec.odour import (FixedSchedule, Odours, OUSchedule, RandomOdours, Schedule,  # noqa: F401
                                  TableOdours, _existing)
@@ -70,14 +70,7 @@ class MitralSpec(SpecModel):
     """Poisson mitral cells; ``n`` defaults to the structure's ``n_inputs`` (must match it)."""
 
     n: int | None = Field(None, gt=0)
-    baseline: Rate = q("6 Hz", U.FREQUENCY)
-
-    @field_validator("baseline")
-    @classmethod
-    def _nonneg(cls, v):
-        if v.si < 0:
-            raise ValueError(f"rate {v} is negative")
-        return v
+    baseline: NonNegRate = q("6 Hz", U.FREQUENCY)
 
 
 class DashboardSpec(SpecModel):
