@@ -45,9 +45,12 @@ def _train(out, resume=False, max_updates=None, epochs=2, ckpt=2, slow=0.0, rais
     from neurodsl.runners.homeostatic import homeostatic_setup
     from neurodsl.runners.spiking_train import train
     import jax
+    from neurodsl.runners.simulate import configure_precision
     use_compilation_cache()
     try:
-        setup = homeostatic_setup(loaded(epochs, ckpt).spec)
+        spec = loaded(epochs, ckpt).spec
+        configure_precision(spec.precision)  # as run_homeostatic does: not whatever an earlier test left
+        setup = homeostatic_setup(spec)
         provider = setup.provider
 
         def slowed(epoch, update):
