@@ -63,7 +63,7 @@ def _is_terminal(stream) -> bool:
 def progress_bar(*args, interval: float | None = None, **kw) -> tqdm:
     """``tqdm(*args, **kw)``; plain lines every ``interval`` s when the stream is not a terminal."""
     stream = kw.get("file") or sys.stderr
-    if _is_terminal(stream):
+    if kw.get("disable") or _is_terminal(stream):  # a disabled bar is tqdm's no-op
         return tqdm(*args, **kw)
     if interval is None:
         interval = float(os.environ.get("NEURODSL_PROGRESS_INTERVAL", 30))

@@ -69,3 +69,11 @@ def test_set_postfix_does_not_print_a_line_per_call():
     bar.close()
     lines = log.getvalue().splitlines()
     assert len(lines) <= 2 and "100/100" in lines[-1] and "loss=0.010" in lines[-1]
+
+
+def test_disabled_bar_accepts_postfix_and_write(capsys):
+    """disable=True (progress off) in a log: set_postfix / update / close are silent no-ops."""
+    bar = progress_bar(total=3, disable=True, file=io.StringIO())
+    bar.update(1)
+    bar.set_postfix(loss="1")
+    bar.close()
