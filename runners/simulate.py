@@ -89,7 +89,7 @@ class SpikeRecorder:
         self.n_words = -(-self.n_cols // 32)
         self.record_voltage = record_voltage
         total = self.batch * self.n_words
-        self.step_capacity = min(total, step_capacity or _pow2(max(256, total // 8)))
+        self.step_capacity = min(total, step_capacity or _pow2(max(1024, total // 4)))
         self.capacity = capacity or min(chunk_steps * total, _pow2(chunk_steps * self.step_capacity // 2))
         self._fns: dict = {}
         self.compiled: set = set()
