@@ -157,9 +157,11 @@ def _curvature(summ: dict, figdir: Path, paths: list) -> dict | None:
             "eigenvalues": rep["eigenvalues"], "criterion": rep["criterion"], "lines": verdict_lines(rep)}
 
 
-def student_report(out_dir) -> list[Path]:
+def student_report(out_dir, figdir=None) -> list[Path]:
+    """Figures into ``figdir`` (default DIR/figures/student) and DIR/student_report.json; returns the
+    paths written (the report last)."""
     out = Path(out_dir)
-    figdir = out / "figures" / "student"
+    figdir = Path(figdir) if figdir is not None else out / "figures" / "student"
     d = dict(np.load(out / "comparison.npz"))
     v = variability(d)
     paths = [save(_variability_figure(v), figdir / "variability.png"),
@@ -178,7 +180,7 @@ def student_report(out_dir) -> list[Path]:
     report = {"poisson": v["poisson"], "learning": v["learning"],
               "ratio_learning_over_poisson": v["ratio_learning_over_poisson"], "identifiability": ident}
     (out / "student_report.json").write_text(json.dumps(report, indent=1))
-    return paths
+    return paths + [out / "student_report.json"]
 
 
 if __name__ == "__main__":  # python -m neurodsl.analysis.student DIR

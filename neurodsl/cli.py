@@ -273,14 +273,21 @@ def analyze_odourants(run_dir, out):
 
 @analyze.command("student")
 @click.argument("run_dir", metavar="DIR", type=click.Path())
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Figure folder (default DIR/figures/student).")
 @user_errors
-def analyze_student(run_dir):
+def analyze_student(run_dir, out):
     """Poisson vs learning variability dashboard and identifiability report of a student run.
 
-    Writes DIR/figures/student/*.png and DIR/student_report.json."""
+    Writes the figures and DIR/student_report.json and prints each factor's verdict."""
     path = run_folder(run_dir, "comparison.npz", "neurodsl fit-student SPEC")
+    import json
     from neurodsl.analysis.student import student_report
-    click.echo("\n".join(f"wrote {p}" for p in student_report(path)))
+    paths = student_report(path, Path(out) if out else None)
+    click.echo("\n".join(f"wrote {p}" for p in paths))
+    verdicts = json.loads(paths[-1].read_text()).get("identifiability", {}).get("curvature", {}) or {}
+    for name, verdict in (verdicts.get("verdicts") or {}).items():
+        click.echo(f"{name}: {verdict}")
 
 
 def _rate_summary(ds) -> str:

@@ -66,7 +66,12 @@ def test_planted_recovery_of_scaling_factors(teacher_dir, tmp_path):
     assert not any(ident["flat"]) and len(ident["eigenvalues"]) == 6
     assert (tmp_path / "figures" / "curvature.png").exists()
     figs = student_report(tmp_path)
-    assert all(f.exists() for f in figs) and len(figs) == 4
+    assert all(f.exists() for f in figs) and len(figs) == 5 and figs[-1].name == "student_report.json"
+    from click.testing import CliRunner
+    from neurodsl.cli import main
+    res = CliRunner().invoke(main, ["analyze", "student", str(tmp_path), "--out", str(tmp_path / "figs2")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "figs2" / "variability.png").exists() and "E<-I: recovered" in res.output
     rep = json.loads((tmp_path / "student_report.json").read_text())
     assert 0 < rep["ratio_learning_over_poisson"] <= 1.5  # learning variability within 1.5x Poisson
     assert rep["identifiability"]["scaling"]["max_relative_error"] == rec["max_relative_error"]
