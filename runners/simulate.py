@@ -227,7 +227,7 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     :class:`neurodsl.io.dataset.SpikingWriter`) receives each chunk's network events, rates and voltages
     instead of the result; ``capacity`` / ``step_capacity`` / ``max_entries``: see :class:`SpikeRecorder`.
     """
-    from tqdm.auto import tqdm
+    from neurodsl.progress import progress_bar
 
     plan = chunk_plan(n_steps, chunk_steps, bin_steps)
     rec = SpikeRecorder(net, plan[0][1] if plan else 1, record_voltage, record_sources, capacity, step_capacity)
@@ -236,7 +236,7 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     src_parts = {k: [] for k in rec.sources}
     t0 = time.perf_counter()
     loop_s, reruns, n_spikes, timed = 0.0, 0, 0, 0
-    bar = tqdm(total=n_steps, unit="step", desc="simulate", disable=not progress, leave=False)
+    bar = progress_bar(total=n_steps, unit="step", desc="simulate", disable=not progress, leave=False)
     todo = plan[::-1]
     while todo:
         start, stop = todo.pop()

@@ -47,3 +47,15 @@ def test_chunking_does_not_change_results():
     np.testing.assert_array_equal(whole.spike_step.values, chunked.spike_step.values)
     np.testing.assert_array_equal(whole.spike_trial.values, chunked.spike_trial.values)
     assert set(whole.spike_trial.values.tolist()) == {0, 1}
+
+
+def test_progress_in_a_log_file_is_plain_lines(tmp_path, capfd, monkeypatch):
+    """neurodsl simulate with stderr in a file: whole lines, no carriage returns, final state kept."""
+    from neurodsl.runners.simulate import simulate
+    from neurodsl.spec import load_spec
+    monkeypatch.setenv("NEURODSL_PROGRESS_INTERVAL", "0")
+    spec = Path(__file__).resolve().parents[2] / "spec" / "coba.yaml"
+    simulate(load_spec(spec, ["duration=20 ms", "populations.E.size=80", "populations.I.size=20"]), None,
+             progress=True, write=False)
+    err = capfd.readouterr().err
+    assert "\r" not in err and "200/200" in err
