@@ -44,3 +44,10 @@ def test_only_compile_builds_brainstate_modules():
         if "brainstate.nn.Module)" in p.read_text():
             offenders.append(rel)
     assert not offenders
+
+
+def test_test_file_names_are_unique():
+    """tests/ has no __init__.py files: two test modules with one basename stop pytest's collection."""
+    from collections import Counter
+    names = Counter(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1]
