@@ -3,7 +3,8 @@
 The network is compiled ONCE by :func:`neurodsl.compile.compile_network` with a surrogate
 spike function (:class:`~neurodsl.compile.spikes.SurrogateHeaviside`) -- the same cells,
 receptors, delays and inputs as ``neurodsl simulate`` -- and trained with truncated BPTT
-(:class:`FitTrainer`, see :class:`neurodsl.spec.fit.FitTraining`).  The trained set is
+(:class:`FitTrainer`, see :class:`neurodsl.spec.fit.FitTraining`), or online by an
+eligibility-trace algorithm of braintrace (``training.method``, :mod:`neurodsl.runners.eprop`).  The trained set is
 ``net.trainable_states()`` (every :class:`~neurodsl.compile.network.TrainableParam`).
 
 Outputs in ``DIR``: ``spec.yaml``; ``metrics.csv``/``metrics.json`` (one row per update);
@@ -32,7 +33,10 @@ from .spiking_train import _Signals, write_metrics
 
 
 class FitTrainer:
-    """Compiled network + jitted update of a FitSpec (see the module docstring)."""
+    """Compiled network + jitted update of a FitSpec (see the module docstring); ``online``: the
+    network in braintrace's layout (:class:`neurodsl.runners.eprop.OnlineFitTrainer`)."""
+
+    online = False
 
     def __init__(self, spec):
         import jax.numpy as jnp
@@ -42,7 +46,7 @@ class FitTrainer:
         t, sg = spec.training, spec.training.surrogate
         self.spec, self.training = spec, t
         self.spike_fn = SurrogateHeaviside(sg.kind, sg.scale, sg.synaptic_grad, sg.detach_reset)
-        self.net = compile_network(spec, self.spike_fn, t.propagation)
+        self.net = compile_network(spec, self.spike_fn, t.propagation, online=self.online)
         self.params = self.net.trainable_states()
         self.terms = FO.compile_objectives(spec, self.net.infos)
         self.names = [FO.term_name(i, term, self.net.infos) for i, term in enumerate(self.terms)]
@@ -169,7 +173,7 @@ def train(tr: FitTrainer, out: Path, *, resume: bool = False, progress: bool = T
                         {"scheme": "network RNG key in the state; epochs restart from (seed, epoch)"})
 
     if progress:
-        print(f"fit {tr.spec.name}: {tr.net.n_neurons} neurons, trained {', '.join(tr.params)}; batch {tr.B}, "
+        print(f"fit {tr.spec.name} ({t.method}): {tr.net.n_neurons} neurons, trained {', '.join(tr.params)}; batch {tr.B}, "
               f"{tr.C} chunks x {tr.T} steps per update, {total} updates; propagation "
               f"{', '.join(sorted({p.scheme.name for p in tr.net.projections}))}", flush=True)
     interrupted, timings = False, []
@@ -289,7 +293,8 @@ def run_fit(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, te
     record = prepare_run(loaded, out, resume, FINAL_OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)
-    tr = FitTrainer(spec)
+    from .eprop import make_trainer
+    tr = make_trainer(spec)
     res = train(tr, out, resume=resume, progress=progress, max_updates=2 if test else max_updates, record=record)
     if res["interrupted"] or not (res["complete"] or test or max_updates):
         return {"interrupted": True, "updates": res["updates"]}
@@ -309,7 +314,7 @@ def run_fit(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = False, te
             factors[p.log_weight.label] = {"synapses": int(change.size),
                                            "geometric_mean_factor": float(np.exp(change.mean())),
                                            "log_factor_std": float(change.std())}
-    summary = {"name": spec.name, "kind": "fit", "populations": pops, "trained": factors,
+    summary = {"name": spec.name, "kind": "fit", "method": spec.training.method, "populations": pops, "trained": factors,
                "updates": res["updates"], "seconds_per_update": res["seconds_per_update"],
                "evaluation": {"simulator": "event-driven (neurodsl simulate)", "trials": spec.trials,
                               "duration_ms": spec.duration.internal, "from_ms": spec.training.warmup.internal},

@@ -90,6 +90,68 @@ class LIFCondPopulation(brainstate.nn.Module):
             x.value = st["syn"][r]
 
 
+class _Stacked:
+    """The (n_vars, B, N) view of a receptor's per-variable (B, N) HiddenStates (``.value`` get/set),
+    so that :class:`LIFCondOnline` keeps the interface of ``LIFCondPopulation.syn``."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    @property
+    def value(self):
+        return jnp.stack([s.value for s in self.parts])
+
+    @value.setter
+    def value(self, x):
+        for i, s in enumerate(self.parts):
+            s.value = x[i]
+
+
+class LIFCondOnline(LIFCondPopulation):
+    """The same neuron, laid out for eligibility-trace (online) learning with braintrace.
+
+    braintrace reads the learning signal ``dL_t/dh_t`` off the hidden states a step *writes*, and
+    keeps the hidden-to-hidden Jacobian only among states of one shape.  So: ``V`` holds the
+    potential *before* the reset and the reset is applied at the start of the next step (to the
+    neurons whose clock says they fired at ``n - 1``: the same values as the core's order, spikes
+    bit-identical); every receptor variable is its own (B, N) ``HiddenState`` (in the step a tuple;
+    ``syn[r]`` stays a (n_vars, B, N) view for initial values and checkpoints); the integer refractory clock is a ``ShortTermState``.  Only
+    ``detach_reset`` spike functions (the reset carries no gradient)."""
+
+    def __init__(self, info: PopulationInfo, neuron, receptors: dict, dt: float, spike_fn=Heaviside()):
+        super().__init__(info, neuron, receptors, dt, spike_fn)
+        if not spike_fn.detach_reset:
+            raise ValueError("online learning needs a detached reset (surrogate detach_reset: true)")
+        self.last = brainstate.ShortTermState(self.last.value)
+        self.syn_vars = {r: [brainstate.HiddenState(jnp.zeros((1, info.size))) for _ in range(k.n_vars)]
+                         for r, k in receptors.items()}
+        self.syn = {r: _Stacked(v) for r, v in self.syn_vars.items()}
+
+    def integrate(self, st: dict, n, I_ext) -> tuple[dict, object]:
+        V = jnp.where(st["last"] == n - 1, self.V_reset, st["V"])  # the deferred reset of step n - 1
+        return super().integrate({**st, "V": V}, n, I_ext)
+
+    def fire(self, st: dict, n, not_ref) -> tuple[dict, object]:
+        V = st["V"]
+        fired = (V > self.V_th) & not_ref
+        s = fired if self.spike_fn.binary else self.spike_fn((V - self.V_th) / (self.V_th - self.V_reset), not_ref)
+        return {**st, "last": jnp.where(fired, n, st["last"])}, s
+
+    def read(self) -> dict:
+        return {"V": self.V.value, "last": self.last.value,
+                "syn": {r: tuple(s.value for s in v) for r, v in self.syn_vars.items()}}
+
+    def write(self, st: dict) -> None:
+        self.V.value, self.last.value = st["V"], st["last"]
+        for r, v in self.syn_vars.items():
+            for i, s in enumerate(v):
+                s.value = st["syn"][r][i]
+
+    def after_reset(self, st: dict, n):
+        """V as the core holds it after step ``n`` (the reset applied)."""
+        return jnp.where(st["last"] == n, self.V_reset, st["V"])
+
+
 class PoissonSource(brainstate.nn.Module):
     """Independent Poisson spike trains; rate piecewise constant in time."""
 

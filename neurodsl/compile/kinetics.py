@@ -1,4 +1,4 @@
-"""Receptor kinetics (state: an array of shape (n_vars, batch, n)) and membrane integrators as small immutable objects (solvers as data).
+"""Receptor kinetics (state: an array of shape (n_vars, batch, n), or a tuple of n_vars (batch, n) arrays) and membrane integrators as small immutable objects (solvers as data).
 
 All quantities are floats in the internal unit system (ms, mV, nS, pF, pA).
 Each receptor kind is registered in :data:`RECEPTORS`, each integration method
@@ -14,6 +14,12 @@ import jax.numpy as jnp
 from neurodsl.spec.network import Receptor
 
 
+def _like(x, parts):
+    """``parts`` in the container of ``x``: a tuple of per-variable arrays (the online layout keeps
+    each variable its own state) or one stacked array."""
+    return tuple(parts) if isinstance(x, tuple) else jnp.stack(parts)
+
+
 @dataclass(frozen=True)
 class ExpKinetics:
     """Instant rise, exponential decay: ``x <- x * exp(-dt/tau)``, ``g = x``; a spike adds w."""
@@ -24,10 +30,11 @@ class ExpKinetics:
     n_vars = 1
 
     def decay(self, x):
-        return x * math.exp(-self.dt / self.tau)
+        c = math.exp(-self.dt / self.tau)
+        return (x[0] * c,) if isinstance(x, tuple) else x * c
 
     def add(self, x, inc):
-        return x + inc
+        return (x[0] + inc,) if isinstance(x, tuple) else x + inc
 
     def value(self, x):
         return x[0]
@@ -57,12 +64,14 @@ class DualExpKinetics:
         return 1.0 / (math.exp(-t_peak / td) - math.exp(-t_peak / tr))
 
     def decay(self, x):
-        return jnp.stack([x[0] * math.exp(-self.dt / self.tau_decay), x[1] * math.exp(-self.dt / self.tau_rise)])
+        return _like(x, [x[0] * math.exp(-self.dt / self.tau_decay), x[1] * math.exp(-self.dt / self.tau_rise)])
 
     def add(self, x, inc):
-        return x + inc
+        return tuple(v + inc for v in x) if isinstance(x, tuple) else x + inc
 
     def value(self, x):
+        if isinstance(x, tuple):  # braintrace takes one hidden state per equation: d passes an exact x*1 first
+            return self.norm * (x[0] * 1.0 - x[1])
         return self.norm * (x[0] - x[1])
 
     def from_value(self, g):

@@ -36,10 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurodsl.compile import propagation as P
-from neurodsl.compile.cells import NEURONS, NEVER, LIFCondPopulation, PoissonSource, PopulationInfo, _init_array
+from neurodsl.compile.cells import (NEURONS, NEVER, LIFCondOnline, LIFCondPopulation, PoissonSource, PopulationInfo,
+                                    _init_array)
 from neurodsl.compile.connectivity import Synapses, build_synapses
 from neurodsl.compile.events import EventKernel, SynapseBank, ell_layout
 from neurodsl.compile.kinetics import RECEPTORS
+from neurodsl.compile.trainables import TrainableParam, trainables as _trainables
 from neurodsl.compile.spikes import Heaviside, Smooth
 from neurodsl.errors import SpecError
 from neurodsl.spec.network import ConstantCurrent
@@ -48,15 +50,6 @@ from neurodsl.spec.spec import NetworkSpec
 __all__ = ["SpikingNetwork", "Projection", "EventProjection", "TrainableParam", "compile_network",
            "precision_dtype", "NEURONS", "NEVER", "LIFCondPopulation", "PoissonSource", "PopulationInfo",
            "EventKernel", "SynapseBank", "ell_layout"]
-
-
-class TrainableParam(brainstate.ParamState):
-    """A trained log-magnitude: ``kind`` 'scale' (scalar) or 'weight' (one per synapse);
-    ``bounds`` (log lower, log upper) are enforced after every update (projected gradient)."""
-
-    def __init__(self, value, *, label: str, kind: str, bounds=None):
-        super().__init__(value)
-        self.label, self.kind, self.bounds = label, kind, bounds
 
 
 class Projection(brainstate.nn.Module):
@@ -70,8 +63,10 @@ class Projection(brainstate.nn.Module):
 
     def __init__(self, label: str, syn: Synapses, pre: str, post: str, delay_steps: int,
                  scales: dict[str, float], dtype, propagation: str = "event",
-                 log_scale: TrainableParam | None = None, log_weight: TrainableParam | None = None):
+                 log_scale: TrainableParam | None = None, log_weight: TrainableParam | None = None,
+                 etrace: bool = False):
         super().__init__()
+        self.etrace = etrace  # trained scale through braintrace's element-wise op (online learning)
         self.label, self.pre, self.post = label, pre, post
         self.delay_steps = delay_steps
         self.scales = scales
@@ -106,7 +101,12 @@ class Projection(brainstate.nn.Module):
         if self.log_weight is not None:
             w = jnp.asarray(self.sign, self.dtype) * jnp.exp(val(self.log_weight))
         x = self.scheme(spikes, w)
-        return x * jnp.exp(val(self.log_scale)) if self.log_scale is not None else x
+        if self.log_scale is None:
+            return x
+        if self.etrace:
+            import braintrace
+            return x * braintrace.element_wise(val(self.log_scale), weight_fn=jnp.exp)
+        return x * jnp.exp(val(self.log_scale))
 
 
 EventProjection = Projection  # the simulator's default scheme is "event"
@@ -134,7 +134,10 @@ class SpikingNetwork:
     banks: list = field(default_factory=list)
 
     @classmethod
-    def assemble(cls, populations, sources, projections, currents, dt, dtype, initial=None, seed=0):
+    def assemble(cls, populations, sources, projections, currents, dt, dtype, initial=None, seed=0,
+                 online: bool = False):
+        """``online``: delay buffers and the RNG key as ``ShortTermState`` (not hidden: braintrace's
+        traces cover only the neurons' own float states)."""
         net = cls(populations, sources, projections, currents, dt, dtype, dict(initial or {}))
         sizes = {k: net._size(k) for k in (*populations, *sources)}
         by_delay: dict[int, list] = {}
@@ -144,9 +147,10 @@ class SpikingNetwork:
         net.banks = [SynapseBank(ps, sizes, dtype) for _, ps in sorted(by_delay.items())]
         # States exist from here on and are only re-valued by init_state, so a jitted
         # run never holds on to stale State objects.
-        net.history = {src: brainstate.HiddenState(jnp.zeros((d, 1, net._size(src)), net.spike_dtype))
+        state = brainstate.ShortTermState if online else brainstate.HiddenState
+        net.history = {src: state(jnp.zeros((d, 1, net._size(src)), net.spike_dtype))
                        for src, d in net._history_depths().items()}
-        net.key = brainstate.HiddenState(jax.random.PRNGKey(seed))
+        net.key = state(jax.random.PRNGKey(seed))
         return net
 
     @property
@@ -298,28 +302,6 @@ def precision_dtype(precision: str):
     return jnp.float64 if precision == "float64" else jnp.float32
 
 
-def _trainables(spec: NetworkSpec, i: int, pr, syn: Synapses, shared: dict, dtype):
-    """(log_scale, log_weight) states of projection i from its ``trainable`` declaration."""
-    tr = pr.trainable
-    if tr is None:
-        return None, None
-    rng = np.random.default_rng([spec.seed if tr.seed is None else tr.seed, 7, i])
-    bounds = None if tr.bounds is None else (float(np.log(tr.bounds[0])), float(np.log(tr.bounds[1])))
-    if tr.param == "scale":
-        label = f"scale.{tr.group or pr.label}"
-        if label not in shared:
-            v = np.asarray(tr.sigma * rng.standard_normal(), np.float64)
-            v = v if bounds is None else np.clip(v, *bounds)
-            shared[label] = TrainableParam(jnp.asarray(v, dtype), label=label, kind="scale", bounds=bounds)
-        return shared[label], None
-    mag = np.maximum(np.abs(syn.weight), 1e-12)
-    pert = tr.sigma * rng.standard_normal(len(mag))
-    pert = pert if bounds is None else np.clip(pert, *bounds)
-    lb = None if bounds is None else (np.log(mag) + bounds[0], np.log(mag) + bounds[1])
-    return None, TrainableParam(jnp.asarray(np.log(mag) + pert, dtype), label=f"weight.{pr.label}",
-                                kind="weight", bounds=lb)
-
-
 def _poisson_source(name, inp, spec, dt, dtype, trial_odours):
     return PoissonSource(name, inp, dt, dtype)
 
@@ -338,13 +320,15 @@ SOURCES = {"poisson": _poisson_source, "odour": _odour_source}  # input kind -> 
 
 
 def compile_network(spec: NetworkSpec, spike_fn=Heaviside(), propagation: str = "auto", *,
-                    structure=None, trial_odours=None) -> SpikingNetwork:
+                    structure=None, trial_odours=None, online: bool = False) -> SpikingNetwork:
     """Build the brainstate modules of ``spec`` (connectivity drawn from ``spec.seed``).
 
     ``spike_fn`` (:mod:`neurodsl.compile.spikes`) and ``propagation`` (``auto`` or one scheme for
     every projection, :mod:`neurodsl.compile.propagation`) select simulation or training.
     ``structure``: the NetworkStructure that ``connectivity: {kind: structure}`` projections
-    without a ``file`` read (a template's); ``trial_odours`` overrides odour inputs' schedules."""
+    without a ``file`` read (a template's); ``trial_odours`` overrides odour inputs' schedules.
+    ``online``: the layout braintrace's online learning needs (:class:`LIFCondOnline`, trained
+    scales through its element-wise op; same spikes)."""
     dtype = precision_dtype(spec.precision)
     dt = spec.dt.internal
     by_pop = spec.receptors_by_population()
@@ -355,7 +339,8 @@ def compile_network(spec: NetworkSpec, spike_fn=Heaviside(), propagation: str = 
     pops = {}
     for name, pop in spec.populations.items():
         kin = {r: RECEPTORS[spec.receptors[r].kind](spec.receptors[r], dt) for r in by_pop[name]}
-        pops[name] = NEURONS[pop.neuron.model](infos[name], pop.neuron, kin, dt, spike_fn)
+        cell = LIFCondOnline if online else NEURONS[pop.neuron.model]
+        pops[name] = cell(infos[name], pop.neuron, kin, dt, spike_fn)
     sources = {n: SOURCES[g.kind](n, g, spec, dt, dtype, trial_odours) for n, g in spec.inputs.items()
                if g.kind in SOURCES}
     sizes = {**{n: p.size for n, p in spec.populations.items()}, **{n: s.size for n, s in sources.items()}}
@@ -370,14 +355,15 @@ def compile_network(spec: NetworkSpec, spike_fn=Heaviside(), propagation: str = 
         log_scale, log_weight = _trainables(spec, i, pr, syn, shared, dtype)
         kind = _scheme(spec, i, pr, syn, spike_fn, propagation, log_weight is not None)
         projections.append(Projection(pr.label, syn, pr.pre, pr.post, delay, scales, dtype, kind,
-                                      log_scale, log_weight))
+                                      log_scale, log_weight, etrace=online))
     currents = []
     for name, inp in spec.inputs.items():
         if isinstance(inp, ConstantCurrent):
             start = 0 if inp.start is None else int(round(inp.start.internal / dt))
             stop = 2 ** 31 - 1 if inp.stop is None else int(round(inp.stop.internal / dt))
             currents.append((inp.target, inp.amplitude.internal, start, stop))
-    return SpikingNetwork.assemble(pops, sources, projections, currents, dt, dtype, spec.initial_state, spec.seed)
+    return SpikingNetwork.assemble(pops, sources, projections, currents, dt, dtype, spec.initial_state, spec.seed,
+                                   online=online)
 
 
 def _scheme(spec, i, pr, syn, spike_fn, propagation: str, weight_trained: bool) -> str:

@@ -8,7 +8,8 @@ state) plus
 * ``objectives``: weighted terms, each on one population or ``all``.  Every term is the
   documented differentiable counterpart of a metric defined in :mod:`neurodsl.analysis`
   (see :mod:`neurodsl.runners.fit_objectives`);
-* ``training``: truncated BPTT with surrogate gradients.
+* ``training``: truncated BPTT with surrogate gradients, or an online eligibility-trace
+  algorithm of braintrace (``training.method``: eprop, d_rtrl).
 
 ``trials`` and ``duration`` of the header describe the *evaluation*: after training the
 trained network is simulated with the event-driven simulator for ``duration`` x
@@ -98,7 +99,13 @@ class FitTraining(SpecModel):
     decay to ``lr_final_fraction``) is taken.  The state carries over from update to update; every
     epoch restarts from the initial state and simulates ``warmup`` without gradients first.
     ``propagation``: auto (event kernels where no gradient passes, else dense or sparse), or one
-    scheme for every projection."""
+    scheme for every projection.
+
+    ``method``: ``bptt`` (above), or an online algorithm of braintrace (``eprop``, ``d_rtrl``;
+    its ``pp_prop`` does not take scalar element-wise weights) on the same network: the gradient of every
+    step's linearised window loss is accumulated over the update window from eligibility traces
+    carried across chunks and updates (memory constant in the window), then the same Adam step
+    (:mod:`neurodsl.runners.eprop`).  ``kappa``: e-prop's low-pass filter of the traces (0: none)."""
 
     learning_rate: float = Field(0.05, gt=0)
     lr_final_fraction: float = Field(1.0, gt=0, le=1)
@@ -114,6 +121,8 @@ class FitTraining(SpecModel):
     log_interval: int = Field(1, gt=0)
     surrogate: FitSurrogate = FitSurrogate()
     propagation: Literal["auto", "event", "dense", "sparse"] = "auto"
+    method: Literal["bptt", "eprop", "d_rtrl"] = "bptt"
+    kappa: float = Field(0.0, ge=0, lt=1)
 
 
 class FitSpec(NetworkSpec):
@@ -132,6 +141,8 @@ class FitSpec(NetworkSpec):
         if not any(p.trainable is not None for p in self.projections):
             raise CrossFieldError(("projections",), "nothing is trainable",
                                   "trainable: {param: scale} (or weight) on at least one projection")
+        if self.training.method != "bptt":
+            self._online_checks()
         for name in ("chunk", "warmup"):
             t = getattr(self.training, name)
             n = t.si / self.dt.si
@@ -139,6 +150,21 @@ class FitSpec(NetworkSpec):
                 raise CrossFieldError(("training", name), f"{name} {t} is not a whole number of steps of {self.dt}",
                                       "a multiple of dt")
         return self
+
+    def _online_checks(self):
+        """What the online methods (the braintrace layout of the core) do not cover yet."""
+        m = self.training.method
+        for i, o in enumerate(self.objectives):
+            if o.kind == "fano":
+                raise CrossFieldError(("objectives", i, "kind"), f"objective fano is not available with method {m}",
+                                      "rate, cv, silent or membrane, or training.method bptt")
+        for i, p in enumerate(self.projections):
+            if p.trainable is not None and p.trainable.param != "scale":
+                raise CrossFieldError(("projections", i, "trainable", "param"),
+                                      f"method {m} trains scales only", "param: scale, or training.method bptt")
+        if not self.training.surrogate.detach_reset:
+            raise CrossFieldError(("training", "surrogate", "detach_reset"), f"method {m} needs a detached reset",
+                                  "detach_reset: true")
 
     def steps(self, t: U.Quantity) -> int:
         return int(round(t.si / self.dt.si))

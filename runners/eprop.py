@@ -1,0 +1,140 @@
+"""Online training of ``kind: fit`` (``training.method``: eprop, d_rtrl) with braintrace.
+
+The network is the core compiled in its online layout (``compile_network(..., online=True)``:
+:class:`~neurodsl.compile.cells.LIFCondOnline`, trained scales through braintrace's element-wise
+op; the same spikes as the core) wrapped in :class:`_Model`, whose step braintrace compiles into
+an eligibility-trace learner (``braintrace.compile``).  Every neuron's own states (V and its
+receptor variables) form one hidden group, so the traces carry ``d h_t / d log_scale`` through
+the neuron's dynamics; what passes between neurons is what the surrogate's ``synaptic_grad``
+lets pass, and e-prop / D-RTRL drop it (with ``synaptic_grad: 0`` they equal BPTT over the whole
+sequence: tests/runners/test_eprop.py).
+
+Learning signal: the objectives are window statistics (:mod:`neurodsl.runners.fit_objectives`).
+At step ``t`` the trackers are advanced by the step's spikes and V (:func:`track_step`), and the
+step's loss is the window loss linearised at that running estimate,
+``sum_k stop_grad(dL/dobs_k)(obs_t) * obs_t,k / C`` with ``obs_{t-1}`` detached, each term's
+derivative rescaled from the elapsed time to the end of the current chunk -- for a rate term
+``2 (r_t - target) / target^2 * s_t / (trials N t_c dt)`` with ``t_c`` the window's steps at the
+end of the chunk: the derivative truncated BPTT takes (its chunk losses read the running window
+at the chunk's end, averaged over ``C`` chunks), with the running estimate ``r_t`` in place of
+the chunk-end rate.  (Unscaled, the first steps of a window, whose estimates rest on a few
+spikes, would weigh ``T / t`` times more: measured, it overshoots and does not settle.)  Its gradient is accumulated over the update window (``C`` chunks of ``T`` steps,
+one sequence: traces are carried across chunks and updates and reset with the state at every
+epoch), then the same clipped Adam step as BPTT.  Checkpoints hold the traces.
+"""
+from __future__ import annotations
+
+from . import fit_objectives as FO
+from .fit import FitTrainer
+
+FLOAT_FIELDS = ("count", "isi0", "isi1", "isi2", "sV", "sV2")
+METHODS = {"eprop": "eprop", "d_rtrl": "d_rtrl"}  # braintrace's parameter-dimension algorithms
+
+
+def track_step(obs: dict, s, V, dt: float, chunk_start):
+    """The trackers after one step (spikes ``s`` and post-reset ``V``, (B, N)); the membrane sums
+    restart where ``chunk_start``."""
+    import jax.numpy as jnp
+    new = FO.track(obs, s[None], V[None], dt, 0)
+    keep = jnp.where(chunk_start, 0.0, 1.0).astype(V.dtype)
+    return {**new, "sV": obs["sV"] * keep + V, "sV2": obs["sV2"] * keep + V * V,
+            "chunk_steps": jnp.where(chunk_start, 0, obs["chunk_steps"]) + 1}
+
+
+class OnlineFitTrainer(FitTrainer):
+    """:class:`~neurodsl.runners.fit.FitTrainer` with the update of the module docstring."""
+
+    online = True
+
+    def _make_learner(self):
+        import braintrace
+        import jax
+        import jax.numpy as jnp
+        t = self.training
+        opts = {"eprop": {"kappa_filter_decay": t.kappa}}
+        from neurodsl.compile.online import OnlineModel, trace_states
+        self.model = OnlineModel(self.net)
+        learner = braintrace.compile(self.model, METHODS[t.method], jnp.asarray(0, jnp.int32), batch_size=self.B,
+                                     **opts.get(t.method, {}))
+        self.traces = trace_states(learner, {id(s): k for k, s in self.params.items()})
+        self.trace_zeros = {k: jax.tree.map(jnp.zeros_like, s.value) for k, s in self.traces.items()}
+        return learner
+
+    def _make_update(self):
+        import brainstate
+        import jax
+        import jax.numpy as jnp
+        import optax
+        self.learner = self._make_learner()
+        dt, terms, C = self.net.dt, self.terms, self.C
+        weights = jnp.asarray([t.weight for t in terms], self.net.dtype)
+
+        T = self.T
+
+        def signal(obs):
+            """sum_i w_i dL_i/dobs at the running trackers, each term scaled from its running
+            normaliser to the one at the end of the chunk (as BPTT's chunk loss reads it)."""
+            fl = {k: obs[k] for k in FLOAT_FIELDS}
+            chunk_end = ((obs["steps"] - 1) // T + 1) * T
+            factor = {"rate": obs["steps"] / chunk_end, "cv": obs["steps"] / chunk_end,
+                      "membrane": obs["chunk_steps"] / T, "silent": 1.0}
+            G = {k: jnp.zeros_like(v) for k, v in fl.items()}
+            for t in terms:
+                g = jax.grad(lambda f, t=t: FO.term_value(t, {**obs, **f}, dt, self.V_th))(fl)
+                G = {k: G[k] + t.weight * factor[t.kind] * g[k] for k in G}
+            return G
+
+        def step_loss(n, obs, chunk_start):
+            s, V = self.learner(n)
+            new = track_step(jax.lax.stop_gradient(obs), s, V, dt, chunk_start)
+            G = jax.lax.stop_gradient(signal(jax.lax.stop_gradient(new)))
+            return sum((G[k] * new[k]).sum() for k in FLOAT_FIELDS) / C, new
+
+        grad = brainstate.transform.grad(step_loss, grad_states=self.params, has_aux=True)
+
+        def chunk(carry, steps):
+            def body(c, n):
+                g_acc, obs = c
+                g, obs = grad(n, obs, n == steps[0])
+                return (jax.tree.map(jnp.add, g_acc, g), obs), None
+            carry, _ = brainstate.transform.scan(body, carry, steps)
+            return carry, jnp.stack([FO.term_value(t, carry[1], dt, self.V_th) for t in terms])
+
+        @brainstate.transform.jit
+        def update(steps, obs, opt_state):  # steps (C, T)
+            obs = FO.reset_window(obs)
+            zeros = {k: jnp.zeros_like(p.value) for k, p in self.params.items()}
+            (g, obs), parts = brainstate.transform.scan(chunk, (zeros, obs), steps)
+            values = {k: p.value for k, p in self.params.items()}
+            upd, opt_state = self.optimizer.update(g, opt_state, values)
+            for k, v in optax.apply_updates(values, upd).items():
+                b = self.params[k].bounds
+                self.params[k].value = v if b is None else jnp.clip(v, *b)
+            return obs, opt_state, {"loss": (parts * weights).sum(1).mean(), "parts": parts.mean(0),
+                                    "grad_norm": optax.global_norm(g), "rate": FO.neuron_rate(obs, dt)}
+        return update
+
+    def start_epoch(self, epoch: int) -> int:
+        """The state of ``epoch`` (as BPTT) and zero eligibility traces."""
+        n = super().start_epoch(epoch)
+        for k, s in self.traces.items():
+            s.value = self.trace_zeros[k]
+        return n
+
+    def snapshot(self) -> dict:
+        return {**super().snapshot(), "traces": {k: s.value for k, s in self.traces.items()}}
+
+    def restore(self, tree: dict) -> None:
+        import jax
+        import jax.numpy as jnp
+        super().restore(tree)
+        for k, s in self.traces.items():
+            s.value = jax.tree.map(jnp.asarray, tree["traces"][k])
+
+
+def make_trainer(spec) -> FitTrainer:
+    """The trainer of ``spec.training.method``."""
+    return FitTrainer(spec) if spec.training.method == "bptt" else OnlineFitTrainer(spec)
+
+
+__all__ = ["OnlineFitTrainer", "make_trainer", "track_step"]
