@@ -25,8 +25,9 @@ def training_curves(log: list) -> object:
         ax[0, 0].plot(ep, get(k), label=k)
     ax[0, 0].set(title="total loss", xlabel="epoch", ylabel="loss",
                  yscale="log" if (get("train_loss") > 0).all() else "linear")
-    for k in ("L_neuron", "L_trial", "L_reg"):
-        ax[0, 1].plot(ep, np.abs(get(k)), label=k)
+    for k in ("L_neuron", "L_trial", "L_reg", "L_obs"):
+        if np.isfinite(get(k)).any():
+            ax[0, 1].plot(ep, np.abs(get(k)), label=k)
     ax[0, 1].set(title="loss terms", xlabel="epoch", ylabel="|loss term|", yscale="log")
     ax[1, 0].plot(ep, r, color="k")
     ax[1, 0].set(title="validation PSTH correlation", xlabel="epoch", ylabel="mean r")
@@ -189,6 +190,9 @@ def pca_figures(fit: xr.Dataset, smooth_ms: float = 150.0):
 
 
 def fano_comparison(fit: xr.Dataset):
+    """Per-neuron Fano factor of the model against the recording: sampled counts when the fit has an
+    observation model (``metric_observation``), else rate x bin, and the figure says it is noise-free."""
+    obs = str(fit.attrs.get("metric_observation", "none"))
     fig, ax = _figure(figsize=(5.6, 4.4))
     ei = fit["ei"].values.astype(str)
     fm, ft = fit["fano_model"].values, fit["fano_target"].values
@@ -199,12 +203,16 @@ def fano_comparison(fit: xr.Dataset):
     lo = min(fm[ok].min(), ft[ok].min()) if ok.any() else 1e-2
     hi = max(fm[ok].max(), ft[ok].max()) if ok.any() else 10
     ax[0, 0].plot([lo, hi], [lo, hi], color="grey", ls=":", label="identity")
-    ax[0, 0].set(xscale="log", yscale="log", xlabel="Fano factor, recorded counts",
-                 ylabel="Fano factor, model (rate x bin)", title="Fano factor across trials of a condition")
+    ylabel = f"Fano factor, model ({obs}-sampled counts)" if obs != "none" else "Fano factor, model (rate x bin)"
+    scale = "log" if hi > 10 * lo else "linear"   # a narrow range on log axes crowds the tick labels
+    ax[0, 0].set(xscale=scale, yscale=scale, xlabel="Fano factor, recorded counts (dimensionless)",
+                 ylabel=f"{ylabel}\n(dimensionless)", title="Fano factor across trials of a condition")
     ax[0, 0].legend(frameon=False, fontsize=8)
-    fig.text(0.5, 0.005, "The model is a noise-free rate model (no spike-count noise): its Fano factor is\n"
-             "expected to lie far below the recording's until an observation model is added.",
-             ha="center", va="bottom", fontsize=7.5, color="0.25")
+    note = (f"Model counts sampled from its {obs} observation model on the rates with process noise\n"
+            "(model.observation), compared with the recorded counts." if obs != "none" else
+            "No observation model (model.observation: none): counts of a noise-free rate model (rate x bin,\n"
+            "process noise only, no spiking noise), so its Fano factor lies far below the recording's.")
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7.5, color="0.25")
     fig.get_layout_engine().set(rect=(0, 0.09, 1, 0.91))
     return fig
 

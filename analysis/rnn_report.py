@@ -11,8 +11,14 @@ trials, unsmoothed: ``pooled`` averages all validation trials, ``condition``
 concatenates the condition PSTHs.  Noise ceilings are split-half estimates on
 the training trials with Spearman-Brown (:func:`neurodsl.analysis.psth.noise_ceiling`).
 Fano factors: spike counts ``rate * bin`` per (condition, bin), variance over
-trials / mean, averaged over the (condition, bin) cells with a non-zero mean
-(valid bins only).
+trials (ddof=1) / mean, averaged over the (condition, bin) cells with a non-zero mean
+(valid bins only); the model's counts are *sampled* from its observation model
+(``model.observation``: poisson or gaussian, :mod:`neurodsl.analysis.nlb`) on the
+rates with process noise, or with ``none`` are those rates x bin (no spiking
+noise: ``fano_model_rate`` always holds that value).  Neural Latents Benchmark
+metrics (:func:`neurodsl.analysis.nlb.observation_metrics`): bits per spike of
+the noise-free model rates on the validation trials against the mean-rate null,
+and the condition-PSTH R2.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .nlb import observation_metrics, sample_observations
 from .pca import pca, project
 from .psth import noise_ceiling, noise_ceiling_ci, psth, psth_correlation, smooth_time, zscore_psth
 from .stats import fano_factor, psth_baselines
@@ -47,16 +54,19 @@ class FitArrays:
     input_names: list
     ground_truth: dict | None
     smooth_ms: float = 50.0
+    observation: str = "none"    # model.observation
+    obs_sigma: np.ndarray | None = None  # gaussian: per-neuron noise s.d. (estimated from training trials)
 
 
 def fano_by_condition(rate, valid, cond, bin_ms: float, min_trials: int = 2) -> np.ndarray:
-    """Per-neuron Fano factor of counts ``rate * bin_ms / 1000`` across trials of a condition."""
+    """Per-neuron Fano factor of counts ``rate * bin_ms / 1000`` across trials of a condition (unbiased
+    variance, ddof=1: with the few validation trials per condition ddof=0 read Poisson counts as ~(n-1)/n)."""
     counts = np.where(valid[..., None] > 0, np.asarray(rate, np.float64) * bin_ms / 1000.0, np.nan)
     out = []
     for c in np.unique(cond):
         sel = cond == c
         if sel.sum() >= min_trials:
-            out.append(fano_factor(counts[sel], axis=0))          # (T, N)
+            out.append(fano_factor(counts[sel], axis=0, ddof=1))  # (T, N)
     f = np.concatenate(out, 0) if out else np.full((1, counts.shape[-1]), np.nan)
     f = np.where(np.isfinite(f), f, np.nan)
     n = np.isfinite(f).sum(0)
@@ -118,7 +128,13 @@ def metrics(a: FitArrays) -> tuple[xr.Dataset, dict]:
         m[f"mean_rate_{who}"] = ("neuron", x.mean(("trial", "time")).values)
         m[f"temporal_var_{who}"] = ("neuron", psth(x).var("time").values)
     valid_v = a.valid[v]
-    m["fano_model"] = ("neuron", fano_by_condition(a.rate_model_noisy, valid_v, a.cond[v], a.bin_ms))
+    sampled = sample_observations(a.rate_model_noisy, a.bin_ms, a.observation, a.obs_sigma, seed=0)
+    m["fano_model"] = ("neuron", fano_by_condition(sampled, valid_v, a.cond[v], a.bin_ms))
+    m["fano_model_rate"] = ("neuron", fano_by_condition(a.rate_model_noisy, valid_v, a.cond[v], a.bin_ms))
+    per, obs = observation_metrics(a.rate_model, ds["rate"].values, a.valid, a.cond, v, a.bin_ms,
+                                   a.smooth_ms / a.bin_ms, a.observation, a.obs_sigma, sampled, tr)
+    for k, x in per.items():
+        m[k] = ("neuron", x)
     m["fano_target"] = ("neuron", fano_by_condition(ds["rate"].values[v], valid_v, a.cond[v], a.bin_ms))
     ei = target["ei"].values
     head = {"r_pooled": float(np.nanmean(m["r_pooled"])), "ceiling_pooled": float(np.nanmean(m["ceiling_pooled"])),
@@ -126,7 +142,8 @@ def metrics(a: FitArrays) -> tuple[xr.Dataset, dict]:
             "ceiling_condition": float(np.nanmean(m["ceiling_condition"])),
             "r_E": float(np.nanmean(m["r_pooled"].values[ei == "E"])) if (ei == "E").any() else float("nan"),
             "r_I": float(np.nanmean(m["r_pooled"].values[ei == "I"])) if (ei == "I").any() else float("nan"),
-            "fano_model": _nanmean(m["fano_model"].values), "fano_target": _nanmean(m["fano_target"].values)}
+            "fano_model": _nanmean(m["fano_model"].values), "fano_target": _nanmean(m["fano_target"].values),
+            "fano_model_rate": _nanmean(m["fano_model_rate"].values), **obs}
     head["r_over_ceiling"] = head["r_pooled"] / head["ceiling_pooled"] if head["ceiling_pooled"] > 0 else float("nan")
     head.update(ceiling_pooled_lo=float(ci["ceiling_mean_lo"]), ceiling_pooled_hi=float(ci["ceiling_mean_hi"]),
                 n_above_ceiling_ci=int(m["r_above_ceiling_ci"].values.sum()))
@@ -296,17 +313,16 @@ def write_report(path: Path, s: dict, fit: xr.Dataset, run: dict, files: list) -
         lines += [f"| vs ground-truth rates (pooled) | {f(s['r_ground_truth'])} | | |",
                   f"| vs ground-truth rates (conditions) | {f(s['r_ground_truth_condition'])} | | |"]
     lines += _baseline_lines(s, fit, f)
-    lines += ["", f"Fano factor (spike counts = rate x bin, across trials per condition and bin, valid bins): "
-              f"model {f(s['fano_model'])} vs recorded {f(s['fano_target'])}.", "",
-              "Per neuron (ceiling: point [95% bootstrap interval]; * r above the interval):", "",
-              "| neuron | E/I | r pooled | ceiling | r condition | ceiling | rate model | rate data |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += _observation_lines(s, f)
+    lines += ["", "Per neuron (ceiling: point [95% bootstrap interval]; * r above the interval):", "",
+              "| neuron | E/I | r pooled | ceiling | r condition | ceiling | rate model | rate data | bits/spike |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for i in range(fit.sizes["neuron"]):
-        g = lambda n: float(fit[n].values[i])  # noqa: E731
+        g = lambda n: float(fit[n].values[i]) if n in fit else float("nan")  # noqa: E731
         lines.append(f"| {fit['neuron'].values[i]} | {fit['ei'].values[i]} | {f(g('r_pooled'))}"
                      f"{' *' if bool(fit['r_above_ceiling_ci'].values[i]) else ''} | {f(g('ceiling_pooled'))} "
                      f"[{f(g('ceiling_pooled_lo'))}, {f(g('ceiling_pooled_hi'))}] | {f(g('r_condition'))} | {f(g('ceiling_condition'))} | "
-                     f"{g('mean_rate_model'):.2f} | {g('mean_rate_target'):.2f} |")
+                     f"{g('mean_rate_model'):.2f} | {g('mean_rate_target'):.2f} | {f(g('bits_per_spike'))} |")
     lines += ["", "## Data notes", ""] + [f"- {n}" for n in s["notes"]]
     lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
     lines += [f"| `{k}` | `{v}` |" for k, v in _flat(yaml.safe_load(run["resolved_yaml"]))]
@@ -326,6 +342,36 @@ def write_report(path: Path, s: dict, fit: xr.Dataset, run: dict, files: list) -
               f"W_in = np.load({str(out / 'weights' / 'W_in.npy')!r})", "```", ""]
     Path(path).write_text("\n".join(lines))
     return Path(path)
+
+
+def _observation_lines(s: dict, f) -> list[str]:
+    """Observation model, NLB metrics and the Fano factors they make comparable."""
+    obs = s.get("observation", "none")
+    out = ["", "## Observation model and Neural Latents Benchmark metrics", "",
+           f"`model.observation: {obs}`. Bits per spike: nlb_tools' `bits_per_spike` (Poisson log-likelihood "
+           "gain over each neuron's mean count, per recorded spike, in bits) of the noise-free model rates on the "
+           "validation trials; the model never sees these trials' activity, so every neuron is held out as in "
+           "co-bps. PSTH R2: nlb_tools' `eval_psth` (single-trial model rates against each trial's condition "
+           "PSTH, smoothed as the PSTH loss, from all trials of the condition; mean over neurons).", "",
+           "| metric | value |", "|---|---|",
+           f"| bits per spike (> 0: better than the mean-rate null) | {f(s.get('bits_per_spike'))} (training PSTH: "
+           f"{f(s.get('bits_per_spike_train_psth'))}, per condition: {f(s.get('bits_per_spike_train_condition_psth'))}) |",
+           f"| condition-PSTH R2 | {f(s.get('psth_r2'))} |",
+           f"| validation r (pooled PSTH), for comparison | {f(s['r_pooled'])} |"]
+    if "gaussian_nll_model" in s:
+        out.append(f"| Gaussian NLL per value, model / per-neuron-mean null | {f(s['gaussian_nll_model'])} / "
+                   f"{f(s['gaussian_nll_null'])} |")
+    how = (f"model counts *sampled* from the {obs} observation model on the rates with process noise "
+           f"(rate x bin without it: {f(s.get('fano_model_rate'))})" if obs != "none" else
+           "model counts = rate x bin: no observation model (`model.observation: none`), so the model has no "
+           "spiking noise and its Fano factor is not comparable to the recording's")
+    tm = [f(s.get(f"trial_matching_{k}")) for k in ("model", "model_rate", "data")]
+    return out + ["", f"Fano factor (counts across trials per condition and bin, valid bins): model "
+                      f"{f(s['fano_model'])} vs recorded {f(s['fano_target'])}; {how}.", "",
+                  f"Trial matching (optimal within-condition pairing of single validation trials, smoothed, per "
+                  f"neuron / recorded s.d.; `trial_matching_cost`): model {'samples' if obs != 'none' else '= rates'} "
+                  f"{tm[0]}, model rates {tm[1]}, recorded training trials {tm[2]} (the reference: a model with "
+                  "the recording's trial-to-trial spread scores about this; rates without spread can score below)."]
 
 
 BASELINES = {"raw_psth": "raw training PSTH", "smoothed_psth": "smoothed training PSTH",

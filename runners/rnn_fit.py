@@ -121,6 +121,8 @@ def _fingerprint_dict(loaded: LoadedSpec) -> dict:
     for k in ("epochs", "test_epochs", "early_stopping_patience", "checkpoint_every", "detail_every", "line_every"):
         d["training"].pop(k, None)
     d["outputs"] = None
+    if d["model"]["observation"] == "none" and not d["training"]["losses"]["lambda_obs"]:  # older checkpoints resume
+        del d["model"]["observation"], d["training"]["losses"]["lambda_obs"]
     return d
 
 
@@ -154,11 +156,11 @@ class Trainer:
         T = data.rates.shape[1]
         smooth = L.smoothing_matrix(T, ls.psth_smooth.internal / data.bin_ms)
         smooth_ds = L.smoothing_matrix(T, ls.trial_smooth.internal / data.bin_ms, ls.trial_downsample)
-        st = L.target_stats(data.rates[tr], data.valid[tr], onehot[tr], smooth)
+        st = L.target_stats(data.rates[tr], data.valid[tr], onehot[tr], smooth, spec.model.observation)
         st.update(smooth=smooth, smooth_ds=smooth_ds)
-        self.stats = st
+        self.stats, self.obs_sigma = st, st.get("obs_sigma")  # gaussian: fixed s.d. from the training trials
         self.st = {k: jnp.asarray(v, dtype) for k, v in st.items()}
-        self.loss_cfg = L.LossConfig.from_spec(ls)
+        self.loss_cfg = L.LossConfig.from_spec(ls, spec.model.observation, data.bin_ms)
         self.batch_size = min(t.batch_size or len(tr), len(tr))
         n_batches = max(1, len(tr) // self.batch_size)
         self.tx = L.make_optimizer(t, n_batches)
@@ -185,7 +187,7 @@ class Trainer:
         self.epoch_fn = lambda state: epoch_fn(state, self.train_arrays, self.val_arrays, self.table, self.st)
         params = self.module.param_tree()
         self.state0 = {"params": params, "opt": self.tx.init(params),
-                       "bal": {"m": jnp.zeros(3, dtype), "c": jnp.zeros((), dtype)},
+                       "bal": {"m": jnp.zeros(len(self.loss_cfg.weights), dtype), "c": jnp.zeros((), dtype)},
                        "key": jax.random.PRNGKey(spec.seed)}
         self.sim = jax.jit(lambda p, b, key, noise: simulate_batch(p, self.cfg, self.table, b, key, noise),
                            static_argnums=(3,))
@@ -198,15 +200,15 @@ class Trainer:
         return np.asarray(self.sim(params, b, key, float(self.cfg.noise if noise else 0.0)))
 
 
-
 def _detail(tr: Trainer, params, r_neuron) -> dict:
+    from neurodsl.analysis.nlb import sample_observations
     from neurodsl.analysis.rnn_report import _nanmean, fano_by_condition
     d = tr.data
     ei = np.asarray(d.ds["ei"].values).astype(str)
     h0 = tr.cfg.scale * np.asarray(params["h0"], np.float64)
-    noisy = tr.rates(params, d.val, noise=True)[..., :tr.cfg.n_recorded]
-    fm = fano_by_condition(noisy, d.valid[d.val], d.cond[d.val], d.bin_ms)
-    ft = fano_by_condition(d.rates[d.val], d.valid[d.val], d.cond[d.val], d.bin_ms)
+    noisy = sample_observations(tr.rates(params, d.val, noise=True)[..., :tr.cfg.n_recorded], d.bin_ms,
+                                tr.spec.model.observation, tr.obs_sigma)  # none: the rates themselves
+    fm, ft = (fano_by_condition(x, d.valid[d.val], d.cond[d.val], d.bin_ms) for x in (noisy, d.rates[d.val]))
     r = np.asarray(r_neuron, np.float64)
     return {"per_neuron_correlation": [None if not np.isfinite(x) else float(x) for x in r],
             "E_mean_correlation": float(np.nanmean(r[ei == "E"])) if (ei == "E").any() else None,
@@ -224,8 +226,7 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     from neurodsl.runners.simulate import configure_precision
     spec, t = loaded.spec, loaded.spec.training
     configure_precision(spec.precision)
-    out = Path(out_dir)
-    ck = out / "checkpoints"
+    out, ck = Path(out_dir), Path(out_dir) / "checkpoints"
     if not resume and ck.exists():
         shutil.rmtree(ck)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,8 +256,7 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     if not outputs:
         return {"interrupted": False, "epoch": run.epoch, "out_dir": str(out), "log": log,
                 "best_epoch": best["epoch"], "best_val_correlation": best["corr"]}
-    summary = write_outputs(tr, loaded, out, log, best, stopped=stopped, train_s=train_s,
-                            setup_s=setup_s, test=test)
+    summary = write_outputs(tr, loaded, out, log, best, stopped=stopped, train_s=train_s, setup_s=setup_s, test=test)
     _banner(summary, out)
     return summary
 
@@ -292,7 +292,7 @@ def _train(tr: Trainer, loaded: LoadedSpec, run: FitRun, saver: Saver, out: Path
                          "val_loss": float(met["val_loss"]), "val_correlation": float(met["val_correlation"]),
                          "learning_rate": float(t.learning_rate * met["lr_scale"]),
                          "epoch_time": time.perf_counter() - e0,
-                         **{k: float(met[k]) for k in ("L_neuron", "L_trial", "L_reg")}}
+                         **{k: float(met[k]) for k in ("L_neuron", "L_trial", "L_reg", "L_obs") if k in met}}
                 check_finite(entry, state, run, loaded)
                 if epoch % t.detail_every == 0:
                     entry.update(_detail(tr, state["params"], met["r_neuron"]))
@@ -377,7 +377,8 @@ def write_outputs(tr: Trainer, loaded: LoadedSpec, out: Path, log: list, best: d
         attention=attention_maps(params, cfg, d.table, d.counts),
         readout=np.asarray(readout(params, cfg, clean)) if cfg.readout else None,
         input_names=[str(x) for x in d.ds["input"].values],
-        ground_truth=_ground_truth(loaded.spec.data.path), smooth_ms=loaded.spec.training.losses.psth_smooth.internal)
+        ground_truth=_ground_truth(loaded.spec.data.path), smooth_ms=loaded.spec.training.losses.psth_smooth.internal,
+        observation=loaded.spec.model.observation, obs_sigma=tr.obs_sigma)
     run = {"spec_name": loaded.spec.name, "spec_path": loaded.path, "spec_sha256": loaded.sha256,
            "resolved_yaml": loaded.resolved_yaml, "seed": loaded.spec.seed, "test": test,
            "epochs": log[-1]["epoch"] if log else 0, "early_stopped": stopped,
@@ -395,4 +396,4 @@ def _ground_truth(path: Path) -> dict | None:
     if not gt.is_file():
         return None
     with np.load(gt, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return dict(z)

@@ -18,6 +18,15 @@ are z-scored with the *target's* statistics, so scale errors count.
 * ``L_reg = lambda_reg sum(W^2) + lambda_scale mean_n ((m_model - m)/(m + 1))^2
   + lambda_var mean_n ((v_model - v)/(v + 1))^2`` (m: mean rate, v: temporal
   variance of the smoothed condition PSTHs, averaged over conditions).
+* ``L_obs`` (only when ``lambda_obs > 0``, ``model.observation`` poisson or
+  gaussian) -- the observation model's negative log-likelihood of the recorded
+  single trials, mean over valid (trial, bin, neuron): Poisson
+  ``lam - n log lam + log n!`` with ``lam = r * bin``, ``n`` the recorded counts
+  (``lam = 0`` -> 1e-9), or Gaussian ``0.5 log(2 pi s^2) + (y - r)^2 / (2 s^2)``
+  with ``s = st["obs_sigma"]``; the per-element means of
+  :mod:`neurodsl.analysis.nlb`'s totals (checked by tests/analysis/test_nlb.py).
+  With ``lambda_obs = 0`` the term is not built at all: the three terms above,
+  bit for bit.
 
 Gradient balancing (Défossez et al. 2023, EnCodec's balancer): the gradient of
 each rate-based term w.r.t. the model output ``r`` is divided by an EMA
@@ -42,7 +51,7 @@ import optax
 
 from neurodsl.compile.rate_rnn import RateRNNConfig, simulate_batch
 
-TERMS = ("L_neuron", "L_trial", "L_rate")
+TERMS = ("L_neuron", "L_trial", "L_rate", "L_obs")
 
 
 def smoothing_matrix(n_time: int, sigma_bins: float, step: int = 1) -> np.ndarray:
@@ -76,20 +85,32 @@ class LossConfig:
     sinkhorn_iters: int
     balancing: bool
     decay: float
+    lambda_obs: float = 0.0
+    observation: str = "none"     # model.observation
+    bin_s: float = 0.0            # data bin (s): counts = rate x bin_s
 
     @classmethod
-    def from_spec(cls, s) -> "LossConfig":
+    def from_spec(cls, s, observation: str = "none", bin_ms: float = 0.0) -> "LossConfig":
         return cls(s.lambda_neuron, s.ltrial_scale, s.lambda_reg, s.lambda_scale, s.lambda_var,
-                   s.sinkhorn_eps, s.sinkhorn_iters, s.use_grad_balancing, s.balancer_decay)
+                   s.sinkhorn_eps, s.sinkhorn_iters, s.use_grad_balancing, s.balancer_decay,
+                   getattr(s, "lambda_obs", 0.0), observation, bin_ms / 1000.0)
 
     @property
-    def weights(self) -> tuple[float, float, float]:
-        """Balancer weight of each rate-based term (its share of the gradient norm)."""
-        return (self.lambda_neuron, self.ltrial_scale, self.lambda_scale + self.lambda_var)
+    def obs(self) -> bool:
+        """Whether the observation likelihood ``L_obs`` is a term (weight > 0 and a model to weigh)."""
+        return self.lambda_obs > 0 and self.observation != "none"
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Balancer weight of each rate-based term (its share of the gradient norm); L_obs last, if a term."""
+        w = (self.lambda_neuron, self.ltrial_scale, self.lambda_scale + self.lambda_var)
+        return w + (self.lambda_obs,) if self.obs else w
 
 
-def target_stats(rates: np.ndarray, valid: np.ndarray, onehot: np.ndarray, smooth: np.ndarray) -> dict:
-    """Training-set statistics the losses compare against (numpy float64)."""
+def target_stats(rates: np.ndarray, valid: np.ndarray, onehot: np.ndarray, smooth: np.ndarray,
+                 observation: str = "none") -> dict:
+    """Training-set statistics the losses compare against (numpy float64); with a gaussian
+    ``observation`` also its fixed noise s.d. ``obs_sigma`` (:func:`neurodsl.analysis.nlb.within_condition_sd`)."""
     p, w = condition_psth(jnp.asarray(rates, jnp.float32), jnp.asarray(valid, jnp.float32),
                           jnp.asarray(onehot, jnp.float32), jnp.asarray(smooth, jnp.float32))
     p, w = np.asarray(p, np.float64), np.asarray(w, np.float64)
@@ -98,8 +119,11 @@ def target_stats(rates: np.ndarray, valid: np.ndarray, onehot: np.ndarray, smoot
     sd = np.maximum(p[cells].std(0), 1e-3)
     v = rates * valid[..., None]
     mean_rate = v.sum((0, 1)) / max(valid.sum(), 1.0)
-    return {"psth": p, "psth_w": w, "mu": mu, "sd": sd, "mean_rate": mean_rate,
-            "tvar": _temporal_var(p, w)}
+    out = {"psth": p, "psth_w": w, "mu": mu, "sd": sd, "mean_rate": mean_rate, "tvar": _temporal_var(p, w)}
+    if observation == "gaussian":
+        from neurodsl.analysis.nlb import within_condition_sd
+        out["obs_sigma"] = within_condition_sd(rates, valid, np.argmax(onehot, 1))
+    return out
 
 
 def _temporal_var(p, w):
@@ -166,19 +190,45 @@ def rate_loss(rates, batch, st, cfg: LossConfig):
     return cfg.lambda_scale * scale + cfg.lambda_var * var
 
 
+def obs_loss(rates, batch, st, cfg: LossConfig):
+    """Observation NLL per valid (trial, bin, neuron): Poisson on counts or Gaussian (module docstring)."""
+    v = batch["valid"][..., None]
+    if cfg.observation == "poisson":
+        lam, n = rates * cfg.bin_s, batch["target"] * cfg.bin_s
+        lam = jnp.where(lam > 0, lam, 1e-9)
+        e = lam - n * jnp.log(lam) + jax.scipy.special.gammaln(n + 1.0)
+    else:
+        s = st["obs_sigma"]
+        e = 0.5 * jnp.log(2 * jnp.pi * s ** 2) + (batch["target"] - rates) ** 2 / (2 * s ** 2)
+    return (e * v).sum() / (jnp.maximum(v.sum(), 1.0) * rates.shape[-1])
+
+
 def _zero(rates, batch, st, cfg):
     return jnp.zeros((), rates.dtype)
 
 
 def term_fns(cfg: LossConfig):
-    """The three rate-based terms (a zero stands in for a term whose weight is 0)."""
-    return (neuron_loss if cfg.lambda_neuron > 0 else _zero, trial_loss if cfg.ltrial_scale > 0 else _zero,
-            rate_loss if cfg.lambda_scale + cfg.lambda_var > 0 else _zero)
+    """The rate-based terms (a zero stands in for a term whose weight is 0); ``obs_loss`` only if ``cfg.obs``."""
+    fns = (neuron_loss if cfg.lambda_neuron > 0 else _zero, trial_loss if cfg.ltrial_scale > 0 else _zero,
+           rate_loss if cfg.lambda_scale + cfg.lambda_var > 0 else _zero)
+    return fns + (obs_loss,) if cfg.obs else fns
 
 
 def rate_terms(rates, batch, st, cfg: LossConfig):
-    """(L_neuron, L_trial, L_rate) of recorded-unit rates."""
+    """(L_neuron, L_trial, L_rate[, L_obs]) of recorded-unit rates."""
     return tuple(fn(rates, batch, st, cfg) for fn in term_fns(cfg))
+
+
+def _named(parts, l2):
+    """Logged names of the terms (L_rate and the L2 penalty are logged together as L_reg)."""
+    out = {"L_neuron": parts[0], "L_trial": parts[1], "L_reg": parts[2] + l2}
+    return {**out, "L_obs": parts[3]} if len(parts) > 3 else out
+
+
+def _weighted(w, parts):
+    """``lambda_neuron L_neuron + ltrial_scale L_trial + L_rate (+ lambda_obs L_obs)``."""
+    total = w[0] * parts[0] + w[1] * parts[1] + parts[2]
+    return total + w[3] * parts[3] if len(parts) > 3 else total
 
 
 def l2_term(params, cfg: LossConfig):
@@ -194,10 +244,9 @@ def total_loss(params, model: RateRNNConfig, table, batch, st, cfg: LossConfig, 
 
 def loss_of_rates(r, params, batch, st, cfg: LossConfig):
     """:func:`total_loss` of recorded-unit rates ``r`` already simulated."""
-    ln, lt, lr = rate_terms(r, batch, st, cfg)
+    parts = rate_terms(r, batch, st, cfg)
     l2 = l2_term(params, cfg)
-    total = cfg.lambda_neuron * ln + cfg.ltrial_scale * lt + lr + l2
-    return total, {"L_neuron": ln, "L_trial": lt, "L_reg": lr + l2}
+    return _weighted(cfg.weights, parts) + l2, _named(parts, l2)
 
 
 def loss_and_grads(params, bal, model: RateRNNConfig, table, batch, st, cfg: LossConfig, key):
@@ -216,15 +265,14 @@ def loss_and_grads(params, bal, model: RateRNNConfig, table, batch, st, cfg: Los
         c = cfg.decay * bal["c"] + (1 - cfg.decay)
         ema = m / c
         wsum = max(sum(w), 1e-12)
-        g_out = sum((w[i] / wsum) * grads[i] / (ema[i] + 1e-8) for i in range(3))
+        g_out = sum((w[i] / wsum) * grads[i] / (ema[i] + 1e-8) for i in range(len(grads)))
         bal = {"m": m, "c": c}
     else:  # plain gradient of the total loss (L_rate already carries its lambdas)
-        g_out = w[0] * grads[0] + w[1] * grads[1] + grads[2]
+        g_out = _weighted(w, grads)
     (g_params,) = vjp(g_out)
     l2, g_l2 = jax.value_and_grad(l2_term)(params, cfg)
     g_params = jax.tree.map(jnp.add, g_params, g_l2)
-    total = w[0] * parts[0] + w[1] * parts[1] + parts[2] + l2
-    return total, {"L_neuron": parts[0], "L_trial": parts[1], "L_reg": parts[2] + l2}, g_params, bal
+    return _weighted(w, parts) + l2, _named(parts, l2), g_params, bal
 
 
 class Optimizer(NamedTuple):

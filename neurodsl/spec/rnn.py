@@ -81,6 +81,13 @@ class RNNModelSpec(SpecModel):
     embedding: EmbeddingSpec = EmbeddingSpec()
     readout: int = Field(0, ge=0, description="size of an optional linear readout W_out from E units "
                                               "(0 = none; not used by the losses)")
+    observation: Literal["none", "poisson", "gaussian"] = Field(
+        "none", description="how the recorded values arise from the rates of the recorded units: none (compared "
+                            "as they are; the report's Fano uses rate x bin and says so), poisson (spike counts "
+                            "rate x bin ~ Poisson: sampled counts for Fano, Poisson NLL for training.losses."
+                            "lambda_obs), gaussian (calcium or z-scored signals: value ~ N(rate, sigma^2), sigma "
+                            "per neuron estimated from the training trials' within-condition spread and fixed, "
+                            "not learned)")
 
     @model_validator(mode="after")
     def _tau(self):
@@ -102,6 +109,10 @@ class RNNLossSpec(SpecModel):
     lambda_reg: float = Field(1e-4, ge=0.0, description="L2 on weights")
     lambda_scale: float = Field(0.1, ge=0.0, description="mean-rate scale match")
     lambda_var: float = Field(0.05, ge=0.0, description="temporal-variance match")
+    lambda_obs: float = Field(0.0, ge=0.0, description="weight of the observation model's negative "
+                              "log-likelihood of the recorded single trials (Poisson NLL of counts or Gaussian "
+                              "NLL, mean per valid trial x bin x neuron; needs model.observation poisson or "
+                              "gaussian); 0 = off, the PSTH losses alone")
     use_grad_balancing: bool = True
     balancer_decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA decay of gradient norms")
 
@@ -192,6 +203,14 @@ class RNNFitSpec(SpecHeader):
         if self.dt.si > self.model.tau.si:
             raise CrossFieldError(("dt",), f"dt {self.dt} is longer than tau {self.model.tau}",
                                   "dt <= model.tau (Euler step)")
+        return self
+
+    @model_validator(mode="after")
+    def _obs_loss(self):
+        if self.training.losses.lambda_obs > 0 and self.model.observation == "none":
+            raise CrossFieldError(("training", "losses", "lambda_obs"), "lambda_obs weights the observation "
+                                  "model's likelihood, but model.observation is none",
+                                  "model.observation: poisson (spike counts) or gaussian, or lambda_obs: 0")
         return self
 
     @model_validator(mode="after")

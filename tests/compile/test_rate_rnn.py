@@ -163,3 +163,60 @@ def test_table_or_per_batch_choice():
     assert A.use_table(83, 32 * 227, "attention", 14, 56, 4, 34)
     assert not A.use_table(72_000, 32 * 120, "attention", 14, 56, 4, 34)
     assert not A.use_table(5000, 4000, "none", 14, 14, 1, 34)
+
+
+def _old_loss_and_grads(params, bal, cfg, table, batch, st, lc, key):
+    """loss_and_grads as it was before the observation term (three rate terms), for the default check."""
+    fwd = lambda p: R.simulate_batch(p, cfg, table, batch, key)[..., :cfg.n_recorded]  # noqa: E731
+    rates, vjp = jax.vjp(fwd, params)
+    fns = (L.neuron_loss, L.trial_loss, L.rate_loss)
+    parts, grads = zip(*[jax.value_and_grad(fn)(rates, batch, st, lc) for fn in fns])
+    w = (lc.lambda_neuron, lc.ltrial_scale, lc.lambda_scale + lc.lambda_var)
+    norms = jnp.stack([jnp.sqrt((g ** 2).sum((1, 2))).mean() for g in grads])
+    m = lc.decay * bal["m"] + (1 - lc.decay) * norms
+    c = lc.decay * bal["c"] + (1 - lc.decay)
+    ema = m / c
+    wsum = max(sum(w), 1e-12)
+    g_out = sum((w[i] / wsum) * grads[i] / (ema[i] + 1e-8) for i in range(3))
+    (g,) = vjp(g_out)
+    l2, g_l2 = jax.value_and_grad(L.l2_term)(params, lc)
+    return w[0] * parts[0] + w[1] * parts[1] + parts[2] + l2, jax.tree.map(jnp.add, g, g_l2)
+
+
+def test_default_observation_leaves_the_losses_unchanged():
+    """lambda_obs = 0 (the default), with or without an observation model: three terms, the old values
+    and gradients bit for bit; no L_obs logged."""
+    from neurodsl.spec.rnn import RNNLossSpec
+    cfg, p, table, batch, st = _tiny_problem("linear")
+    st = {k: v.astype(jnp.float32) for k, v in st.items()}
+    p = {k: v.astype(jnp.float32) for k, v in p.items()}
+    batch = {k: (v if k == "index" else v.astype(jnp.float32)) for k, v in batch.items()}
+    bal = {"m": jnp.zeros(3), "c": jnp.zeros(())}
+    key = jax.random.PRNGKey(4)
+    t0, g0 = (lambda q: _old_loss_and_grads(q, bal, cfg, table, batch, st,
+                                                   L.LossConfig.from_spec(RNNLossSpec()), key))(p)
+    for obs in ("none", "poisson"):
+        lc = L.LossConfig.from_spec(RNNLossSpec(), obs, 25.0)
+        assert not lc.obs and len(lc.weights) == 3 and len(L.term_fns(lc)) == 3
+        t1, parts, g1, _ = L.loss_and_grads(p, bal, cfg, table, batch, st, lc, key)
+        assert "L_obs" not in parts and float(t1) == float(t0)
+        assert all(np.array_equal(np.asarray(g1[k]), np.asarray(g0[k])) for k in g0)
+
+
+@pytest.mark.parametrize("observation", ["poisson", "gaussian"])
+def test_observation_loss_gradients_match_finite_differences_float64(observation):
+    with enable_x64():
+        cfg, p, table, batch, st = _tiny_problem("linear")
+        st["obs_sigma"] = jnp.asarray([2.0, 3.0, 4.0])
+        lc = L.LossConfig(1.0, 0.0, 0.0, 0.0, 0.0, 0.5, 10, balancing=False, decay=0.9, lambda_obs=2.0,
+                          observation=observation, bin_s=0.025)
+        assert lc.obs and len(lc.weights) == 4
+        bal = {"m": jnp.zeros(4), "c": jnp.zeros(())}
+        total, parts, g, _ = L.loss_and_grads(p, bal, cfg, table, batch, st, lc, None)
+        f = lambda q: L.total_loss(q, cfg, table, batch, st, lc)[0]  # noqa: E731
+        assert float(total) == pytest.approx(float(f(p)), rel=1e-10)
+        assert float(total) == pytest.approx(float(parts["L_neuron"] + 2.0 * parts["L_obs"] + parts["L_reg"]),
+                                             rel=1e-12)
+        d = jnp.asarray(np.random.default_rng(7).normal(size=p["b"].shape))
+        fd = (f({**p, "b": p["b"] + 1e-6 * d}) - f({**p, "b": p["b"] - 1e-6 * d})) / 2e-6
+        assert float(jnp.sum(g["b"] * d)) == pytest.approx(float(fd), rel=1e-6)
