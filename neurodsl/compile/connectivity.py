@@ -184,20 +184,23 @@ def type_order(s) -> tuple[np.ndarray, np.ndarray]:
     return perm, local
 
 
+def pair_mask(s, pre_type: str, post_type: str) -> np.ndarray:
+    """Which synapses of the structure's ``ff_*`` (pre type ``input``) or ``rec_*`` arrays run
+    from ``pre_type`` onto ``post_type``."""
+    if pre_type == "input":
+        return s.cell_type[s.ff_post] == post_type
+    return (s.cell_type[s.rec_pre] == pre_type) & (s.cell_type[s.rec_post] == post_type)
+
+
 def structure_pair(s, pre_type: str, post_type: str):
     """The synapses of one (pre type, post type) pair of a NetworkStructure, the ONE place a
     structure is split: ``(pre, post, |w|, idx)`` with pre/post indices within their type
     (``input`` = the feedforward channel), sorted by (pre, post), and ``idx`` each synapse's index
     into the structure's ``rec_*`` (pre E/I) or ``ff_*`` (pre input) arrays."""
     _, local = type_order(s)
-    if pre_type == "input":
-        pre, post, w, ptype = s.ff_pre, s.ff_post, s.ff_weight, None
-    else:
-        pre, post, w, ptype = s.rec_pre, s.rec_post, s.rec_weight, s.cell_type[s.rec_pre]
-    sel = s.cell_type[post] == post_type
-    if ptype is not None:
-        sel &= ptype == pre_type
-    idx = np.nonzero(sel)[0]
+    pre, post, w = (s.ff_pre, s.ff_post, s.ff_weight) if pre_type == "input" else \
+        (s.rec_pre, s.rec_post, s.rec_weight)
+    idx = np.nonzero(pair_mask(s, pre_type, post_type))[0]
     pre_idx = pre[idx] if pre_type == "input" else local[pre[idx]]
     order = np.lexsort((local[post[idx]], pre_idx))
     return (pre_idx[order].astype(np.int32), local[post[idx]][order].astype(np.int32),

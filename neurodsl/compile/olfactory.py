@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodsl import units as U
-from neurodsl.compile.connectivity import TYPES, Synapses, structure_pair, type_order, type_size
+from neurodsl.compile.connectivity import TYPES, Synapses, pair_mask, structure_pair, type_order, type_size
 from neurodsl.compile.generator import generate
 from neurodsl.compile.network import SpikingNetwork, compile_network
 from neurodsl.compile.odour import OdourPatterns, OdourSource
@@ -85,19 +85,12 @@ class OlfactoryModel:
         return self.source.size
 
 
-def _local(s: NetworkStructure):
-    """``(perm, local)``: see :func:`neurodsl.compile.connectivity.type_order`."""
-    return type_order(s)
-
-
 def _pairs(network: OlfactoryNetwork, s: NetworkStructure):
     """(i, j, pre type, post type) of every pair with synapses, in projection order; a pair whose
     pre type has no ``g_bar`` is a located error."""
     for j, pre_type in enumerate(PRE_TYPES):
-        pre_sel = np.ones(len(s.ff_pre), bool) if pre_type == "input" else s.cell_type[s.rec_pre] == pre_type
-        post = s.ff_post if pre_type == "input" else s.rec_post
         for i, post_type in enumerate(TYPES):
-            if type_size(s, post_type) == 0 or not (pre_sel & (s.cell_type[post] == post_type)).any():
+            if type_size(s, post_type) == 0 or not pair_mask(s, pre_type, post_type).any():
                 continue
             if pre_type not in network.g_bar or not network.g_bar[pre_type]:
                 raise DataError(f"the structure has {pre_type}->{post_type} synapses but g_bar has no "

@@ -36,7 +36,8 @@ from neurodsl.compile import propagation as P
 from neurodsl.compile.cells import NEURONS, NEVER, PopulationInfo
 from neurodsl.compile.kinetics import RECEPTORS
 from neurodsl.compile.network import Projection, SpikingNetwork, TrainableParam
-from neurodsl.compile.olfactory import TYPES, _local, projection_edges
+from neurodsl.compile.connectivity import type_order
+from neurodsl.compile.olfactory import TYPES, projection_edges
 from neurodsl.compile.spikes import Smooth, SurrogateHeaviside
 from neurodsl.io.structure import NetworkStructure
 from neurodsl.spec.olfactory import OlfactoryNetwork
@@ -68,7 +69,7 @@ class OlfactoryTrainModel:
         s = structure
         self.structure, self.network, self.dt, self.dtype = s, network, float(dt), dtype
         self.n, self.n_inputs = s.n, s.n_inputs
-        self.perm, _ = _local(s)
+        self.perm, _ = type_order(s)
         self.inv = np.empty(s.n, np.int64)
         self.inv[self.perm] = np.arange(s.n)
         self.n_exc = int((s.cell_type == "E").sum())
