@@ -75,12 +75,15 @@ class _Parsed:
 
 
 def load_rnn_export(path: str | Path, *, rename: Mapping[str, str] | None = None,
-                    inputs: Sequence[str] | None = None, mask: str = "none") -> xr.Dataset:
-    """Load an rnn_export file (MAT v7.3/v5, npz or netCDF; detected from its header).
+                    inputs: Sequence[str] | None = None, mask: str = "none",
+                    fields: Mapping[str, Mapping] | None = None, nwb: Mapping | None = None) -> xr.Dataset:
+    """Load an rnn_export file (MAT v7.3/v5, npz or netCDF; detected from its header) or NWB.
 
     ``rename`` maps our variable names to the file's (``{"firing_rates": "rates"}``);
     ``inputs`` selects input channels by name (with or without ``input_``; a 3-D
     input such as ``target_loc`` selects all its channels) in the order given.
+    ``fields`` builds variables from another MAT/npz layout (:mod:`neurodsl.io.mat_fields`);
+    a ``.nwb`` file is read by :mod:`neurodsl.io.nwb` with the options ``nwb`` (``dt_ms`` required).
     """
     path = Path(path)
     loc = Location(file=str(path))
@@ -88,7 +91,14 @@ def load_rnn_export(path: str | Path, *, rename: Mapping[str, str] | None = None
         raise DataError(f"unknown mask policy {mask!r}", field="mask", expected=" | ".join(MASKS), location=loc)
     if not path.is_file():
         raise DataError("file not found", field="path", expected="an rnn_export file (.mat, .npz, .nc)", location=loc)
-    raw, fmt, file_notes = read_raw(path)
+    if nwb is not None or path.suffix.lower() == ".nwb":
+        from neurodsl.io.nwb import read_nwb
+        raw, fmt, file_notes = read_nwb(path, **(nwb or {}))
+    else:
+        raw, fmt, file_notes = read_raw(path)
+    if fields:
+        from neurodsl.io.mat_fields import read_fields
+        raw = read_fields(path, fields, raw, fmt, file_notes)
     report = Report()
     for n in file_notes:
         report.note(n)

@@ -8,6 +8,7 @@ Sections: ``data`` (which file, variable names, inputs, mask policy, split),
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,15 +20,81 @@ from neurodsl.spec.network import resolve_path
 from neurodsl.spec.spec import SpecHeader
 
 NONLINEARITIES = ("softplus", "relu", "tanh", "sigmoid", "elu_plus")
-DATA_SUFFIXES = (".mat", ".npz", ".nc", ".nc4", ".cdf")
+DATA_SUFFIXES = (".mat", ".npz", ".nc", ".nc4", ".cdf", ".nwb")
+
+
+class FieldMapSpec(SpecModel):
+    """Where one rnn_export variable is in a file of another layout (``data.fields``; MAT v5/v7.3, npz).
+
+    Exactly one of ``path``, ``stack``, ``value``, ``onehot``; then ``value * scale + offset``.
+    Arrays are in python layout (MATLAB axes reversed; a MATLAB cell of equal-shaped arrays becomes
+    one array, cell axes first, and singleton axes are dropped), so a MATLAB ``1 x trials`` cell of
+    ``bins x 1`` arrays reads as ``(trials, bins)``.
+    """
+
+    path: str | None = Field(None, description="a variable, dotted into structs: TE.direction")
+    stack: str | None = Field(None, description="a pattern on the last component (D.neuron*): the matching "
+                                                "fields, in natural order (2 before 10), stacked on a new last "
+                                                "axis -- (trials, bins) each -> (trials, bins, neurons)")
+    value: float | None = Field(None, description="a constant; neuron_type is repeated per neuron")
+    onehot: str | None = Field(None, description="a per-trial label (a path): one input channel per distinct "
+                                                 "value, 1 in the bins of `during`, 0 elsewhere")
+    during: tuple[Time, Time] | None = Field(None, description="onehot only: bins whose time_axis centre lies "
+                                                               "in [start, stop] (default: all bins)")
+    scale: float = Field(1.0, description="multiply (e.g. 1000: seconds -> ms)")
+    offset: float = Field(0.0, description="add after scaling (e.g. z-scored signals shifted to >= 0, which "
+                                           "the rates of the model are; Pearson r does not change)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("path", "stack", "value", "onehot") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise CrossFieldError((given[1] if len(given) > 1 else "path",), f"{len(given)} sources given "
+                                  f"({', '.join(given) or 'none'})", "exactly one of path, stack, value, onehot")
+        if self.during is not None and self.onehot is None:
+            raise CrossFieldError(("during",), "during is only used by onehot", "onehot: LABEL, or no during")
+        return self
+
+
+class NWBMapSpec(SpecModel):
+    """How an NWB file (``data.file: x.nwb``) becomes trials x bins (``data.nwb``).
+
+    Spike times of the units table are counted in bins of the spec's ``dt`` (rate = count / dt).
+    Each trial (a row of the trials table) is cut from ``align + window_start`` for
+    ``window`` (default: to the latest stop_time); its columns become trial labels
+    (``condition_keys``), ``trial_duration_ms`` is stop_time - window start unless a
+    ``duration_ms`` column exists.  Inputs: time series (mean of the samples in each bin, else the
+    last earlier sample) and interval tables.
+    """
+
+    ei_column: str = Field("cell_type", description="units column with E/I: 'E'/'I' (or excitatory/"
+                                                    "inhibitory) or 1/2")
+    align: str = Field("start_time", description="trials column (seconds) that is time 0 of each trial")
+    window_start: Time | None = Field(None, description="first bin's left edge relative to align (default: "
+                                                        "start_time - align, the same in every trial)")
+    window: Time | None = Field(None, description="length of each trial's window (default: the longest "
+                                                  "trial, stop_time - window start, in whole bins)")
+    series: list[str] | None = Field(None, description="TimeSeries (stimulus, acquisition or a processing "
+                                                       "module) used as inputs, in order (default: all in "
+                                                       "stimulus)")
+    intervals: list[str] = Field(default_factory=list, description="interval tables as inputs: NAME is 1 in "
+                                                                   "bins whose centre lies in an interval; "
+                                                                   "NAME.COLUMN one channel per value")
 
 
 class RNNDataSpec(SpecModel):
-    """The recordings: an ``rnn_export`` file (MAT v7.3/v5, npz or netCDF)."""
+    """The recordings: an ``rnn_export`` file (MAT v7.3/v5, npz or netCDF), NWB, or any MAT/npz via ``fields``."""
 
     file: str = Field(description="path (relative to the spec) or 'neurodsl:NAME' for shipped data")
     rename: dict[str, str] = Field(default_factory=dict,
                                    description="our variable name -> the file's, e.g. {firing_rates: rates}")
+    fields: dict[str, str | FieldMapSpec] = Field(
+        default_factory=dict, description="rnn_export variable (firing_rates, neuron_type, bin_size_ms, "
+                                          "time_axis, input_*, trial_*) -> where it is in a MAT/npz file of "
+                                          "another layout: a dotted path, or {path|stack|value|onehot, ...}; "
+                                          "they replace the file's own variables of that name")
+    nwb: NWBMapSpec | None = Field(None, description="NWB files only: units, trials and inputs (defaults "
+                                                     "when absent)")
     inputs: list[str] | None = Field(None, description="input channels to use, in order (default: all)")
     mask: Literal["none", "trial_duration", "nan"] = Field(
         "none", description="which bins count: none (all), trial_duration, nan (NaN rates)")
@@ -47,9 +114,45 @@ class RNNDataSpec(SpecModel):
             raise ValueError(f"cannot read {p.suffix!r} files; use one of {', '.join(DATA_SUFFIXES)}")
         return str(p)
 
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, v: dict) -> dict:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", name):
+                raise ValueError(f"fields: {name!r} is not a variable name (letter, then letters/digits/_)")
+        return v
+
+    @model_validator(mode="after")
+    def _layout(self):
+        nwb_file = self.path.suffix.lower() == ".nwb"
+        if self.nwb is not None and not nwb_file:
+            raise CrossFieldError(("nwb",), f"data.nwb maps NWB files, but file is {self.path.name}",
+                                  "a .nwb file, or no nwb block")
+        for name in ("fields", "rename"):
+            if nwb_file and getattr(self, name):
+                raise CrossFieldError((name,), f"{name} maps MAT/npz/netCDF variables; {self.path.name} is NWB",
+                                      "data.nwb for NWB files")
+        return self
+
     @property
     def path(self) -> Path:
         return Path(self.file)
+
+    def reader_options(self, dt) -> dict:
+        """Keyword arguments of :func:`neurodsl.io.rnn_export.load_rnn_export`; ``dt``: the spec's step."""
+        fields = {}
+        for k, v in self.fields.items():
+            v = FieldMapSpec(path=v) if isinstance(v, str) else v
+            fields[k] = {**v.model_dump(exclude_none=True, exclude={"during"}),
+                         "during_ms": None if v.during is None else [float(q.internal) for q in v.during]}
+        nwb = None
+        if self.path.suffix.lower() == ".nwb":
+            m = self.nwb or NWBMapSpec()
+            ms = {k: None if getattr(m, k) is None else float(getattr(m, k).internal) for k in ("window_start", "window")}
+            nwb = {**m.model_dump(exclude={"window_start", "window"}), "dt_ms": float(dt.internal),
+                   "window_start_ms": ms["window_start"], "window_ms": ms["window"]}
+        return {"rename": self.rename or None, "inputs": self.inputs, "mask": self.mask,
+                "fields": fields or None, "nwb": nwb}
 
 
 class EmbeddingSpec(SpecModel):
@@ -222,5 +325,5 @@ class RNNFitSpec(SpecHeader):
         return self
 
 
-__all__ = ["RNNFitSpec", "RNNDataSpec", "RNNModelSpec", "RNNLossSpec", "RNNTrainingSpec", "RNNForceSpec",
+__all__ = ["RNNFitSpec", "RNNDataSpec", "FieldMapSpec", "NWBMapSpec", "RNNModelSpec", "RNNLossSpec", "RNNTrainingSpec", "RNNForceSpec",
            "EmbeddingSpec", "NONLINEARITIES"]
