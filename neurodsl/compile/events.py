@@ -3,12 +3,19 @@
 :class:`EventKernel` computes ``spikes (B, n_pre) bool -> (B, n_post)`` summed
 weights; :class:`SynapseBank` merges projections of one delay into one kernel
 call per step.  Used by :class:`neurodsl.compile.propagation.Event`.
+
+A kernel's arrays live in a :class:`KernelArrays` state, so ``brainstate.transform.jit``
+passes them to the compiled function as arguments: closed over, XLA would hold a second
+copy of them as constants.  One layout per kernel: ELL (rows padded to the largest
+out-degree, int32 indices, weights in the network's dtype) when out-degrees are even
+enough, else CSR; a bank writes its ELL directly from the projections' synapse lists.
 """
 from __future__ import annotations
 
 import functools
 
 import brainevent
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,16 +24,32 @@ from brainevent._csr.main import _make_binary_task_workspace
 from neurodsl.compile.connectivity import Synapses
 
 
-def ell_layout(syn: Synapses) -> tuple[np.ndarray, np.ndarray] | None:
+class KernelArrays(brainstate.State):
+    """A kernel's constant arrays (never written): a state, so that jitted functions receive
+    them as arguments instead of embedding them as constants."""
+
+
+def _ell_worth(deg: np.ndarray, n_synapses: int) -> int:
+    """The ELL width, or 0 when padding would more than double the work (hubs keep CSR)."""
+    width = int(deg.max()) if len(deg) else 0
+    return 0 if width == 0 or width * len(deg) > 2 * n_synapses + 8 * len(deg) else width
+
+
+def _slots(pre: np.ndarray, deg: np.ndarray) -> np.ndarray:
+    """Each synapse's position within its row (synapses sorted by pre)."""
+    return np.arange(len(pre)) - np.repeat(np.cumsum(deg) - deg, deg)
+
+
+def ell_layout(syn: Synapses, dtype=np.float64) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows padded to the largest out-degree (index 0, weight 0.0), or None when padding
     would more than double the work (hub-dominated connectomes keep CSR)."""
     deg = np.bincount(syn.pre, minlength=syn.n_pre)
-    width = int(deg.max()) if len(deg) else 0
-    if width == 0 or width * syn.n_pre > 2 * len(syn.pre) + 8 * syn.n_pre:
+    width = _ell_worth(deg, len(syn.pre))
+    if not width:
         return None
     idx = np.zeros((syn.n_pre, width), np.int32)
-    w = np.zeros((syn.n_pre, width), np.float64)
-    slot = np.arange(len(syn.pre)) - np.repeat(np.cumsum(deg) - deg, deg)  # position within its row
+    w = np.zeros((syn.n_pre, width), dtype)
+    slot = _slots(syn.pre, deg)
     idx[syn.pre, slot] = syn.post
     w[syn.pre, slot] = syn.weight
     return idx, w
@@ -50,80 +73,176 @@ def _batch_csr_kernel():
     return kernel
 
 
+@functools.lru_cache(maxsize=None)
+def _batch_ell_kernel():
+    """The batch-major scatter over an ELL layout: row i's first ``deg[i]`` slots, in order
+    (the same additions, in the same order, as the CSR kernel)."""
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True, nogil=True, cache=True)
+    def kernel(w, idx, deg, spikes, out):
+        for b in numba.prange(spikes.shape[0]):
+            for k in range(out.shape[1]):
+                out[b, k] = 0.0
+            for i in range(spikes.shape[1]):
+                if spikes[b, i]:
+                    for j in range(deg[i]):
+                        out[b, idx[i, j]] += w[i, j]
+
+    return kernel
+
+
 class EventKernel:
     """Event-driven sparse product ``spikes (B, n_pre) -> (B, n_post)`` over a Synapses object.
 
     One trial: brainevent's fixed-connection-number (ELL) kernel when out-degrees
     are even enough (padding adds ``+0.0`` to neuron 0, which changes nothing), else
-    its CSR kernel.  Several trials: a batch-major CSR kernel parallel over trials
+    its CSR kernel.  Several trials: a batch-major kernel parallel over trials
     (brainevent's column-major ``binary_fcnmm``/``csrmm`` under vmap does several
     times more work).  brainevent calls CPU kernels through a Python FFI handler,
     tens of microseconds per call, so callers merge projections into few kernels.
     A neuron's inputs within one step are summed in presynaptic order.
+    ``keep_csr``: also keep a CSR copy with an ELL layout (per-synapse weights over
+    several trials, :class:`neurodsl.compile.propagation.Event`).
     """
 
     FEW = 16  # spikes per single-trial step handled in XLA, without a kernel call
 
-    def __init__(self, syn: Synapses, dtype):
-        self.syn = syn
-        self.dtype = dtype
-        self.shape = (syn.n_pre, syn.n_post)
-        self.n_synapses = len(syn.pre)
-        ell = ell_layout(syn)
-        self.layout = "ell" if ell is not None else "csr"
-        self._ell = None if ell is None else (jnp.asarray(ell[0]), jnp.asarray(ell[1], dtype))
-        if ell is not None:  # one extra all-zero row (targets neuron 0 with +0.0) for unused slots
-            self._ell_padded = (jnp.asarray(np.vstack([ell[0], np.zeros((1, ell[0].shape[1]), ell[0].dtype)])),
-                                jnp.asarray(np.vstack([ell[1], np.zeros((1, ell[1].shape[1]))]), dtype))
+    def __init__(self, syn: Synapses, dtype, keep_csr: bool = False):
+        ell = ell_layout(syn, np.dtype(dtype))
+        deg = np.bincount(syn.pre, minlength=syn.n_pre).astype(np.int32)
+        indptr = np.concatenate([[0], np.cumsum(deg)]).astype(np.int32) if (ell is None or keep_csr) else None
+        csr = None if indptr is None else (syn.weight, syn.post, indptr)
+        self._setup((syn.n_pre, syn.n_post), len(syn.pre), dtype, ell, deg, csr)
+
+    @classmethod
+    def from_ell(cls, idx: np.ndarray, w: np.ndarray, deg: np.ndarray, n_post: int, n_synapses: int, dtype):
+        """A kernel over an ELL layout built elsewhere (:class:`SynapseBank`)."""
+        self = cls.__new__(cls)
+        self._setup((idx.shape[0], n_post), n_synapses, dtype, (idx, w), deg, None)
+        return self
+
+    def _setup(self, shape, n_synapses, dtype, ell, deg, csr):
         # built eagerly: arrays made while tracing would leak into later traces
-        indptr = jnp.asarray(syn.indptr, jnp.int32)
-        self.csr = (jnp.asarray(syn.weight, dtype), jnp.asarray(syn.post, jnp.int32), indptr,
-                    _make_binary_task_workspace(indptr))
+        self.dtype, self.shape, self.n_synapses = dtype, shape, n_synapses
+        self.layout = "ell" if ell is not None else "csr"
+        arrays = {}
+        if ell is not None:
+            arrays["ell"] = (jnp.asarray(ell[0], jnp.int32), jnp.asarray(ell[1], dtype), jnp.asarray(deg, jnp.int32))
+        self._workspace = None
+        if csr is not None:
+            indptr = jnp.asarray(csr[2], jnp.int32)
+            arrays["csr"] = (jnp.asarray(csr[0], dtype), jnp.asarray(csr[1], jnp.int32), indptr)
+            self._workspace = _make_binary_task_workspace(indptr)
+        self.arrays = KernelArrays(arrays)
+
+    @property
+    def csr(self):
+        """(weights, post indices, indptr, workspace) of the CSR copy, or None."""
+        arr = self.arrays.value
+        return None if "csr" not in arr else (*arr["csr"], self._workspace)
 
     @property
     def weight(self):
         """The weights in the single-trial layout (ELL matrix or CSR data)."""
-        return self._ell[1] if self.layout == "ell" else self.csr[0]
+        arr = self.arrays.value
+        return arr["ell"][1] if self.layout == "ell" else arr["csr"][0]
 
     def __call__(self, spikes, weight=None):
         if self.n_synapses == 0:
             return jnp.zeros((spikes.shape[0], self.shape[1]), self.dtype)
+        arr = self.arrays.value
+        out = jax.ShapeDtypeStruct((spikes.shape[0], self.shape[1]), self.dtype)
         if spikes.shape[0] > 1 and weight is None:
-            w, idx, ptr, _ = self.csr
-            out = jax.ShapeDtypeStruct((spikes.shape[0], self.shape[1]), w.dtype)
+            if self.layout == "ell":
+                idx, w, deg = arr["ell"]
+                return brainevent.numba_kernel(_batch_ell_kernel(), outs=out)(w, idx, deg, spikes)
+            w, idx, ptr = arr["csr"]
             return brainevent.numba_kernel(_batch_csr_kernel(), outs=out)(w, idx, ptr, spikes)
-        w = self.weight if weight is None else weight
-        if self.layout == "ell" and spikes.shape[0] == 1 and weight is None:
-            return self._few_events(spikes[0])[None]
         if self.layout == "ell":
-            idx = self._ell[0]
+            idx, w_ell, _ = arr["ell"]
+            if spikes.shape[0] == 1 and weight is None:
+                return self._few_events(spikes[0], idx, w_ell)[None]
+            w = w_ell if weight is None else weight
             one = lambda s: brainevent.binary_fcnmv(w, idx, s, shape=self.shape, transpose=True)  # noqa: E731
         else:
-            _, idx, ptr, ws = self.csr
+            w_csr, idx, ptr = arr["csr"]
+            w = w_csr if weight is None else weight
             one = lambda s: brainevent.binary_csrmv(w, idx, ptr, s, shape=self.shape,  # noqa: E731
-                                                    transpose=True, workspace=ws)
+                                                    transpose=True, workspace=self._workspace)
         return one(spikes[0])[None] if spikes.shape[0] == 1 else jax.vmap(one)(spikes)
 
-    def _few_events(self, s):
+    def _few_events(self, s, idx, w):
         """One trial, ELL layout: with at most FEW spikes, gather their rows and scatter-add them
         in XLA (no FFI call); otherwise call brainevent's kernel.  Same summation order (spiking
-        rows in presynaptic order, each row in its stored order), so results are identical."""
-        idx, w = self._ell
-        pad_idx, pad_w = self._ell_padded
+        rows in presynaptic order, each row in its stored order), so results are identical.
+        Unused gather slots add ``+0.0`` to neuron 0 (what an all-zero padding row would)."""
         n_pre = self.shape[0]
         k = min(self.FEW, n_pre)
 
         def few(s):
             _, rows = jax.lax.top_k(s.astype(jnp.float32), k)  # spiking rows first (int8 is ~20x slower)
             rows = jnp.sort(jnp.where(s[rows], rows, n_pre))
+            used = (rows < n_pre)[:, None]
+            safe = jnp.minimum(rows, n_pre - 1)
+            pad_idx = jnp.where(used, idx[safe], 0)
+            pad_w = jnp.where(used, w[safe], jnp.zeros((), w.dtype))
             out = jnp.zeros(self.shape[1], w.dtype)
-            return out.at[pad_idx[rows].ravel()].add(pad_w[rows].ravel(), indices_are_sorted=False,
-                                                     unique_indices=False, mode="promise_in_bounds")
+            return out.at[pad_idx.ravel()].add(pad_w.ravel(), indices_are_sorted=False,
+                                               unique_indices=False, mode="promise_in_bounds")
 
         def many(s):
             return brainevent.binary_fcnmv(w, idx, s, shape=self.shape, transpose=True)
 
         return jax.lax.cond(s.sum() <= k, few, many, s)
+
+
+def _bank_ell(parts: list, n_pre: int, dtype, block: int = 1 << 22):
+    """The ELL layout of the merged synapse list, written part by part in blocks of synapses
+    (``parts``: (pre offset, post offset, Synapses, scale) in merge order), or None when the
+    merged list would need sorting (some row's postsynaptic indices would not increase) or is
+    not worth an ELL layout.  Row i holds its synapses in merge order: what a stable sort by
+    presynaptic index gives, i.e. the merged list's lexicographic order when rows increase."""
+    deg = np.zeros(n_pre, np.int64)
+    for off, _, syn, _ in parts:
+        deg[off:off + syn.n_pre] += np.bincount(syn.pre, minlength=syn.n_pre)
+    width = _ell_worth(deg, int(deg.sum()))
+    if not width:
+        return None
+    idx = np.zeros((n_pre, width), np.int32)
+    w = np.zeros((n_pre, width), np.dtype(dtype))
+    fill = np.zeros(n_pre, np.int64)  # slots already used per row
+    for off, post_off, syn, scale in parts:
+        d = np.bincount(syn.pre, minlength=syn.n_pre)
+        first = np.cumsum(d) - d - fill[off:off + syn.n_pre]  # synapse index of the row's first free slot
+        for a in range(0, len(syn.pre), block):
+            pre = syn.pre[a:a + block]
+            col = np.arange(a, a + len(pre)) - first[pre]
+            rows = pre.astype(np.int64) + off
+            idx[rows, col] = syn.post[a:a + block].astype(np.int64) + post_off
+            w[rows, col] = syn.weight[a:a + block] * scale
+        fill[off:off + syn.n_pre] += d
+    return (idx, w, deg.astype(np.int32)) if _rows_sorted(idx, deg) else None
+
+
+def _rows_sorted(idx: np.ndarray, deg: np.ndarray, block: int = 1 << 16) -> bool:
+    """Whether every row's first ``deg`` indices are non-decreasing (checked in row blocks)."""
+    cols = np.arange(1, idx.shape[1])
+    for a in range(0, idx.shape[0], block):
+        x, d = idx[a:a + block], deg[a:a + block, None]
+        if not np.all((x[:, 1:] >= x[:, :-1]) | (cols >= d)):
+            return False
+    return True
+
+
+def _merged(parts: list, n_pre: int, n_slots: int) -> Synapses:
+    """The merged synapse list in presynaptic order (as every projection alone), sorted."""
+    pre = np.concatenate([syn.pre.astype(np.int32) + np.int32(off) for off, _, syn, _ in parts])
+    post = np.concatenate([syn.post.astype(np.int32) + np.int32(p_off) for _, p_off, syn, _ in parts])
+    order = np.lexsort((post, pre))
+    pre, post = pre[order], post[order]
+    w = np.concatenate([syn.weight * scale for _, _, syn, scale in parts])[order]
+    return Synapses(pre, post, w, n_pre, n_slots)
 
 
 class SynapseBank:
@@ -138,21 +257,21 @@ class SynapseBank:
     def __init__(self, projections: list, sizes: dict[str, int], dtype):
         self.delay_steps = projections[0].delay_steps
         self.sources = list(dict.fromkeys(p.pre for p in projections))
-        pre_off = dict(zip(self.sources, np.cumsum([0] + [sizes[s] for s in self.sources[:-1]])))
+        pre_off = dict(zip(self.sources, np.cumsum([0] + [sizes[s] for s in self.sources[:-1]]).tolist()))
         slots: dict[tuple[str, str], int] = {}
         n_slots = 0
-        pres, posts, ws = [], [], []
+        parts = []
         for p in projections:
             for r, scale in p.scales.items():
                 if (p.post, r) not in slots:
                     slots[(p.post, r)] = n_slots
                     n_slots += sizes[p.post]
-                pres.append(p.synapses.pre.astype(np.int64) + pre_off[p.pre])
-                posts.append(p.synapses.post.astype(np.int64) + slots[(p.post, r)])
-                ws.append(p.synapses.weight * scale)
-        pre, post, w = (np.concatenate(x) for x in (pres, posts, ws))
-        order = np.lexsort((post, pre))  # presynaptic order, as every projection alone
+                parts.append((pre_off[p.pre], slots[(p.post, r)], p.synapses, scale))
         n_pre = sum(sizes[s] for s in self.sources)
-        self.kernel = EventKernel(Synapses(pre[order].astype(np.int32), post[order].astype(np.int32),
-                                           w[order], n_pre, n_slots), dtype)
+        n_syn = sum(len(syn.pre) for _, _, syn, _ in parts)
+        ell = _bank_ell(parts, n_pre, dtype)
+        if ell is not None:
+            self.kernel = EventKernel.from_ell(*ell, n_slots, n_syn, dtype)
+        else:
+            self.kernel = EventKernel(_merged(parts, n_pre, n_slots), dtype)
         self.slots = [(post_, r, off, sizes[post_]) for (post_, r), off in slots.items()]

@@ -76,7 +76,7 @@ class Projection(brainstate.nn.Module):
         self.dtype = dtype
         self.scheme = P.SCHEMES[propagation](syn, dtype)
         self.log_scale, self.log_weight = log_scale, log_weight
-        self.sign = np.where(syn.weight < 0, -1.0, 1.0)
+        self.sign = None if log_weight is None else np.where(syn.weight < 0, -1.0, 1.0)  # of trained weights
         if self.scheme.name == "event" and self.trainable:
             self.scheme.build()  # propagates alone: its arrays must exist before any tracing
 

@@ -47,7 +47,7 @@ class Event:
 
     def build(self) -> None:
         """Make the kernel's arrays now (arrays made while tracing would leak into later traces)."""
-        self._kernel = EventKernel(self.syn, self.dtype)
+        self._kernel = EventKernel(self.syn, self.dtype, keep_csr=True)  # CSR: per-synapse weights, trials
         deg = np.bincount(self.syn.pre, minlength=self.syn.n_pre)
         self._slot = np.arange(len(self.syn.pre)) - np.repeat(np.cumsum(deg) - deg, deg)
 
