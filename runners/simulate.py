@@ -226,11 +226,22 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     are returned too, as one event list per source (kept in memory).  ``sink`` (e.g.
     :class:`neurodsl.io.dataset.SpikingWriter`) receives each chunk's network events, rates and voltages
     instead of the result; ``capacity`` / ``step_capacity`` / ``max_entries``: see :class:`SpikeRecorder`.
+    The trials are split over the visible devices (:mod:`neurodsl.runners.devices`; same spikes).
     """
     from neurodsl.progress import progress_bar
 
+    from . import devices
     plan = chunk_plan(n_steps, chunk_steps, bin_steps)
     rec = SpikeRecorder(net, plan[0][1] if plan else 1, record_voltage, record_sources, capacity, step_capacity)
+    mesh = devices.trial_mesh(rec.batch)  # trials split over the devices (runners/devices.py); None: one
+    devices.shard_network(net, mesh)
+    with devices.event_kernels(mesh):
+        return _run_chunks(net, rec, plan, n_steps, bin_steps, record_voltage, progress, record_sources,
+                           start_step, sink, max_entries, progress_bar)
+
+
+def _run_chunks(net, rec, plan, n_steps, bin_steps, record_voltage, progress, record_sources, start_step, sink,
+                max_entries, progress_bar) -> SimulationResult:
     memory = MemorySink(rec.batch, -(-n_steps // bin_steps), net.n_neurons) if sink is None else None
     out = memory or sink
     src_parts = {k: [] for k in rec.sources}
