@@ -104,7 +104,7 @@ class _Tree:
         if isinstance(node, h5py.Dataset):
             return self._h5_array(node, field)
         if isinstance(node, (dict, h5py.Group)):
-            raise DataError(f"is a struct with fields {', '.join(map(str, self.children(node))[:20])}", field=field,
+            raise DataError(f"is a struct with fields {', '.join(map(str, self.children(node)[:20]))}", field=field,
                             expected="a numeric array (name a field of the struct)", location=self.loc)
         if isinstance(node, str):
             return node
@@ -152,7 +152,7 @@ def _resolve(tree: _Tree, name: str, f: Mapping, loc: Location):
     node = tree.get(parent, field) if parent else tree.root
     keys = sorted((k for k in tree.children(node) if fnmatch.fnmatchcase(str(k), pattern)), key=_natural)
     if not keys:
-        raise DataError(f"stack {f['stack']!r} matches nothing (has: {', '.join(map(str, tree.children(node))[:20])})",
+        raise DataError(f"stack {f['stack']!r} matches nothing (has: {', '.join(map(str, tree.children(node)[:20]))})",
                         field=field, expected="a pattern matching struct fields, e.g. D.neuron*", location=loc)
     parts = [tree.array(node[k], f"{field} ({k})") for k in keys]
     shapes = {np.shape(p) for p in parts}

@@ -10,7 +10,7 @@ rnn_export file -- rnn_export variables in python layout, ``"nwb"``, notes -- so
   is ``window`` long (default the longest trial, in whole bins of ``dt``).  ``time_axis`` = bin
   centres relative to ``align``.  Every other scalar column becomes a trial label ``trial_<col>``
   (text columns: codes 0..n-1 of the sorted values, listed in the notes); without a ``duration_ms``
-  column, ``trial_duration_ms`` = stop_time - window start (for ``mask: trial_duration``).
+  column, ``trial_duration_ms`` = stop_time - align (time_axis ms, for ``mask: trial_duration``).
 * Units: the spike times of each unit counted in the trial's bins, rate = count / dt (sp/s);
   ``ei_column`` gives E/I ('E'/'I', 'excitatory'/'inhibitory' or 1/2); ids -> ``neuron_ids``;
   other numeric columns -> per-neuron coords.
@@ -116,7 +116,7 @@ def _trials(nwb, dt_ms, align, window_start_ms, window_ms, loc, notes):
             notes.append(f"trials column {name!r}: codes 0..{len(values) - 1} = {', '.join(values[:12])}")
         raw[f"trial_{name}"] = v.astype(np.float64)
     if "trial_duration_ms" not in raw:
-        raw["trial_duration_ms"] = np.round(stop - first, 6)
+        raw["trial_duration_ms"] = np.round(stop - zero, 6)  # on the time_axis, as rnn_export
     time = np.round(window_start_ms + (np.arange(T) + 0.5) * dt_ms, 6)
     return edges, time, raw
 

@@ -62,7 +62,7 @@ class NWBMapSpec(SpecModel):
     Spike times of the units table are counted in bins of the spec's ``dt`` (rate = count / dt).
     Each trial (a row of the trials table) is cut from ``align + window_start`` for
     ``window`` (default: to the latest stop_time); its columns become trial labels
-    (``condition_keys``), ``trial_duration_ms`` is stop_time - window start unless a
+    (``condition_keys``), ``trial_duration_ms`` is stop_time - align unless a
     ``duration_ms`` column exists.  Inputs: time series (mean of the samples in each bin, else the
     last earlier sample) and interval tables.
     """
