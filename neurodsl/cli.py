@@ -88,8 +88,14 @@ def load(spec_path: str, overrides, kind: str | None = None, command: str = ""):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="neurodsl")
-def main():
+@click.option("--devices", default=None, metavar="N|all",
+              help="Split batched trials over the first N visible JAX devices (default: all that divide the "
+                   "batch evenly; sets NEURODSL_DEVICES; docs/devices.md).")
+def main(devices=None):
     """neurodsl: declare biologically constrained networks in YAML, simulate and fit them."""
+    if devices is not None:
+        import os
+        os.environ["NEURODSL_DEVICES"] = str(devices)
 
 
 @spec_command("validate", None, writes=False)

@@ -66,6 +66,8 @@ def n_devices(batch: int, what: str = "trials") -> int:
             raise SpecError(f"{batch} {what} do not divide evenly among {want} devices", field="--devices",
                             expected=f"a device count that divides {batch}, or {what} a multiple of {want}")
         return want
+    if batch <= 1 or visible == 1:
+        return 1
     n = max(k for k in range(1, visible + 1) if batch % k == 0)
     if n < visible:
         warnings.warn(f"{batch} {what} split over {n} of {visible} devices (the trials must divide evenly; "
@@ -213,3 +215,14 @@ def describe(mesh) -> str:
     if mesh is None:
         return "1 device"
     return f"{mesh.size} devices ({mesh.devices.flat[0].platform}), trials split over them"
+
+
+def shard_trial_sets(train: dict, val: dict) -> tuple[dict, dict]:
+    """The rate-RNN fit's per-trial arrays (trial axis first) split over the devices: one mesh whose
+    size divides both the training and the validation trials.  (The minibatches are gathered from
+    the training set inside the compiled epoch, :func:`neurodsl.runners.rnn_losses.build_epoch`.)"""
+    import math
+    n_train = len(next(iter(train.values())))
+    n_val = len(next(iter(val.values()))) if val else 0
+    mesh = trial_mesh(math.gcd(n_train, n_val), "training and validation trials (their common divisor)")
+    return shard(train, mesh, n_train, axis=0), shard(val, mesh, n_val, axis=0)

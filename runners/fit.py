@@ -62,8 +62,10 @@ class FitTrainer:
         lr = t.learning_rate if t.lr_final_fraction == 1.0 else optax.cosine_decay_schedule(
             t.learning_rate, total, alpha=t.lr_final_fraction)
         self.optimizer = optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(lr, b1=t.momentum))
-        self.update = self._make_update()
-        self.forward = self._make_forward()
+        from . import devices
+        self.mesh = devices.trial_mesh(self.B, "training.batch trials")  # trials over devices; None: one
+        self.update = devices.parallel(self._make_update(), self.mesh)
+        self.forward = devices.parallel(self._make_forward(), self.mesh)
 
     # ------------------------------------------------------------------ compiled pieces
     def _step(self, n):
@@ -121,7 +123,9 @@ class FitTrainer:
     def start_epoch(self, epoch: int) -> int:
         """Initial state of ``epoch`` plus the warm-up; returns the next step index."""
         import jax.numpy as jnp
+        from .devices import shard_network
         self.net.init_state(self.B, self.spec.seed * 7919 + epoch + 1)
+        shard_network(self.net, self.mesh)
         if self.warmup:
             self.forward(jnp.arange(self.warmup, dtype=jnp.int32))
         return self.warmup
@@ -136,6 +140,8 @@ class FitTrainer:
             self.params[k].value = jnp.asarray(v)
         for k, s in self.net.hidden_states().items():
             s.value = jnp.asarray(tree["hidden"][k])
+        from .devices import shard_network
+        shard_network(self.net, self.mesh)
 
     def population_rates(self, rate: np.ndarray) -> dict[str, float]:
         return {i.name: float(np.mean(rate[i.offset:i.offset + i.size])) for i in self.net.infos}
@@ -150,7 +156,8 @@ def train(tr: FitTrainer, out: Path, *, resume: bool = False, progress: bool = T
     t = tr.training
     ckpt = out / "checkpoints" / "checkpoint_latest.npz"
     opt_state = tr.optimizer.init({k: p.value for k, p in tr.params.items()})
-    obs = FO.init_obs(tr.B, tr.net.n_neurons, tr.net.dtype)
+    from .devices import shard
+    obs = shard(FO.init_obs(tr.B, tr.net.n_neurons, tr.net.dtype), tr.mesh, tr.B)
     epoch, upd, history = 0, 0, []
     n = tr.start_epoch(0)
     if resume:
@@ -160,7 +167,7 @@ def train(tr: FitTrainer, out: Path, *, resume: bool = False, progress: bool = T
         except CheckpointError as e:
             raise SpecError(f"cannot resume: {e}", field="--resume", expected="a readable checkpoint") from None
         tr.restore(ck.tree)
-        opt_state, obs, n = ck.tree["opt_state"], ck.tree["obs"], int(ck.tree["n"])
+        opt_state, obs, n = ck.tree["opt_state"], shard(ck.tree["obs"], tr.mesh, tr.B), int(ck.tree["n"])
         epoch, upd, history = ck.metadata["epoch"], ck.metadata["update"], ck.metadata["history"]
     total = t.epochs * t.updates_per_epoch
     done = epoch * t.updates_per_epoch + upd

@@ -29,6 +29,7 @@ from neurodsl.errors import DataError, Location, SpecError
 from neurodsl.spec import LoadedSpec
 
 from .checkpoint import StopSignals, atomic_write_text
+from .devices import shard_trial_sets
 from .rnn_state import FitRun, Saver, check_finite, resume_run
 
 
@@ -176,7 +177,7 @@ class Trainer:
                  "valid": jnp.asarray(data.valid[idx], dtype), "onehot": jnp.asarray(onehot[idx], dtype)}
             a["traj"] = L.trajectories(a["target"], a["valid"], self.st["smooth_ds"], self.st["mu"], self.st["sd"])
             return a
-        self.train_arrays, self.val_arrays = arrays(tr), arrays(data.val)
+        self.train_arrays, self.val_arrays = shard_trial_sets(arrays(tr), arrays(data.val))  # over devices
         ckey = (_fingerprint(loaded), data.ds.attrs.get("source_sha256"), len(data.cond), len(tr), self.batch_size,
                 self.per_batch)
         if ckey not in _COMPILED:  # same spec and data shapes in one process: reuse the compiled epoch

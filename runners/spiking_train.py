@@ -242,6 +242,14 @@ class _Loop:
         self.optimizer = make_optimizer(self.t, self.total)
         self.update_fn = make_update(setup, self.optimizer)
         self.timings, self.last_rates = [], None
+        self.mesh, self.batch = None, 0
+
+    def use_devices(self, carry: dict) -> None:
+        """Split the batch of ``carry`` (and of every update's data) over the devices (runners/devices.py)."""
+        from . import devices
+        self.batch = int(carry["obs"]["tau"].shape[0])
+        self.mesh = devices.trial_mesh(self.batch, "training batch trials")
+        self.update_fn = devices.parallel(self.update_fn, self.mesh)
 
     def save(self, kind: str, run: SpikingRun) -> None:
         s = self.setup
@@ -253,10 +261,12 @@ class _Loop:
     def step(self, run: SpikingRun) -> tuple[SpikingRun, dict]:
         """One update from ``run``: the next run (not yet committed) and the finiteness checks."""
         import jax
+        from .devices import shard
         s = self.setup
         t0 = time.perf_counter()
-        data = s.provider(run.epoch, run.upd)
-        params, opt_state, carry, met = self.update_fn(run.params, run.opt_state, run.carry, data,
+        data = shard(s.provider(run.epoch, run.upd), self.mesh, self.batch)
+        params, opt_state, carry, met = self.update_fn(run.params, run.opt_state,
+                                                         shard(run.carry, self.mesh, self.batch), data,
                                                          run.step_scale)
         met = jax.device_get(met)
         dt_s = time.perf_counter() - t0
@@ -310,6 +320,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, resume: bool | str | Path =
     lp = _Loop(setup, out, progress)
     t = setup.training
     run = SpikingRun(setup.params, lp.optimizer.init(setup.params), initial_carry(setup, 0))
+    lp.use_devices(run.carry)
     if resume:
         run = load_run(out, resume, run, setup.record, setup.spec_path)
     else:
