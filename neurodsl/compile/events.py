@@ -26,7 +26,8 @@ from neurodsl.compile.connectivity import Synapses
 
 class KernelArrays(brainstate.State):
     """A kernel's constant arrays (never written): a state, so that jitted functions receive
-    them as arguments instead of embedding them as constants."""
+    them as arguments instead of embedding them as constants.  Read through ``stop_gradient``
+    (the CPU FFI kernels have no JVP rule; braintrace linearises every state it reads)."""
 
 
 def _ell_worth(deg: np.ndarray, n_synapses: int) -> int:
@@ -151,7 +152,7 @@ class EventKernel:
     def __call__(self, spikes, weight=None):
         if self.n_synapses == 0:
             return jnp.zeros((spikes.shape[0], self.shape[1]), self.dtype)
-        arr = self.arrays.value
+        arr = jax.tree.map(jax.lax.stop_gradient, self.arrays.value)  # constants: no tangents (no JVP rule)
         out = jax.ShapeDtypeStruct((spikes.shape[0], self.shape[1]), self.dtype)
         if spikes.shape[0] > 1 and weight is None:
             if self.layout == "ell":
