@@ -41,7 +41,8 @@ def main(src: str, dst: str) -> int:
         same = b is not None and a.dtype == b.dtype and np.array_equal(a, b)
         close = b is not None and a.dtype.kind == "f" and a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-9)
         ok &= bool(same or (close and name == "time"))
-        print(f"  {name:20s} {'identical' if same else 'within 1e-9 (float noise of the export)' if close else 'DIFFERS'}")
+        verdict = "identical" if same else "within 1e-9 (float noise of the export)" if close else "DIFFERS"
+        print(f"  {name:20s} {verdict}")
     print(f"data:\n  file: {dst}\n  nwb: {{align: time_zero}}")
     return 0 if ok else 1
 

@@ -93,8 +93,8 @@ class _Tree:
             keys = self.children(node)
             if part not in keys:
                 where = ".".join(seen) or "the file"
-                raise DataError(f"{dotted!r}: {where} has no {part!r} (has: {', '.join(map(str, keys[:20])) or 'nothing'})",
-                                field=field, expected="a variable of the file (dotted into structs)", location=self.loc)
+                has = ", ".join(map(str, keys[:20])) or "nothing"
+                raise DataError(f"{dotted!r}: {where} has no {part!r} (has: {has})", field=field, expected="a variable of the file (dotted into structs)", location=self.loc)
             node = node[part]
             seen.append(part)
         return node

@@ -31,7 +31,6 @@ from neurodsl.errors import DataError, Location
 
 __all__ = ["read_nwb"]
 
-_NS = 1e-6  # ms: window start and durations are rounded to 1 ns
 
 
 def read_nwb(path: str | Path, *, dt_ms: float | None = None, ei_column: str = "cell_type",

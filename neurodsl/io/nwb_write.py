@@ -47,7 +47,8 @@ def write_nwb(path: str | Path, raw: dict, source: str = "") -> Path:
     bin_ms = float(np.ravel(raw["bin_size_ms"])[0])
     counts = fr * bin_ms / 1000.0
     rounded = np.round(counts)
-    if not np.isfinite(fr).all() or np.abs(counts - rounded).max() > 1e-9 or not (rounded * 1000.0 / bin_ms == fr).all():
+    exact = np.isfinite(fr).all() and np.abs(counts - rounded).max() <= 1e-9 and (rounded * 1000.0 / bin_ms == fr).all()
+    if not exact:
         raise DataError("firing_rates are not integer spike counts / bin_size_ms (or hold NaN): no spike times "
                         "reproduce them", field="firing_rates", expected="count / bin rates (sp/s)", location=loc)
     time = np.ravel(raw.get("time_axis", (np.arange(T) + 0.5) * bin_ms)).astype(np.float64)
@@ -87,9 +88,11 @@ def write_nwb(path: str | Path, raw: dict, source: str = "") -> Path:
     for name in sorted(k for k in raw if k.startswith("input_")):
         a = np.asarray(raw[name], dtype=np.float64)
         data = a.reshape(K * T, *a.shape[2:])
-        ts = TimeSeries(name=name[6:], data=H5DataIO(data, compression="gzip"), unit="a.u.", description=f"rnn_export {name}, one sample "
-                        "per bin at its centre", timestamps=stamps if stamps is not None else H5DataIO(centres, compression="gzip"))
-        stamps = stamps or ts
+        ts = TimeSeries(name=name[6:], data=H5DataIO(data, compression="gzip"), unit="a.u.",
+                        description=f"rnn_export {name}, one sample per bin at its centre",
+                        timestamps=stamps if stamps is not None else H5DataIO(centres, compression="gzip"))
+        if stamps is None:  # the other series link these timestamps
+            stamps = ts
         nwb.add_stimulus(ts)
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)

@@ -148,7 +148,8 @@ class RNNDataSpec(SpecModel):
         nwb = None
         if self.path.suffix.lower() == ".nwb":
             m = self.nwb or NWBMapSpec()
-            ms = {k: None if getattr(m, k) is None else float(getattr(m, k).internal) for k in ("window_start", "window")}
+            ms = {k: None if getattr(m, k) is None else float(getattr(m, k).internal)
+                  for k in ("window_start", "window")}
             nwb = {**m.model_dump(exclude={"window_start", "window"}), "dt_ms": float(dt.internal),
                    "window_start_ms": ms["window_start"], "window_ms": ms["window"]}
         return {"rename": self.rename or None, "inputs": self.inputs, "mask": self.mask,
@@ -325,5 +326,5 @@ class RNNFitSpec(SpecHeader):
         return self
 
 
-__all__ = ["RNNFitSpec", "RNNDataSpec", "FieldMapSpec", "NWBMapSpec", "RNNModelSpec", "RNNLossSpec", "RNNTrainingSpec", "RNNForceSpec",
-           "EmbeddingSpec", "NONLINEARITIES"]
+__all__ = ["RNNFitSpec", "RNNDataSpec", "FieldMapSpec", "NWBMapSpec", "RNNModelSpec", "RNNLossSpec",
+           "RNNTrainingSpec", "RNNForceSpec", "EmbeddingSpec", "NONLINEARITIES"]
