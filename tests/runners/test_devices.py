@@ -109,7 +109,7 @@ def runs(tmp_path_factory):
                                     cwd=REPO, env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for n, p in procs.items():
-        log, _ = p.communicate(timeout=300)
+        log, _ = p.communicate(timeout=900)  # ~15 s CPU each; generous for a loaded machine
         assert p.returncode == 0, log[-4000:]
     return {n: (f, json.loads((f / "info.json").read_text())) for n, f in folders.items()}
 
