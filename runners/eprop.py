@@ -46,6 +46,11 @@ class OnlineFitTrainer(FitTrainer):
 
     online = True
 
+    def __init__(self, spec):
+        # training.online's values (e.g. a learning rate) replace training's for this method
+        t = spec.training.for_method()
+        super().__init__(spec if t is spec.training else spec.model_copy(update={"training": t}))
+
     def _make_learner(self):
         import braintrace
         import jax

@@ -92,6 +92,15 @@ class FitSurrogate(SpecModel):
     synaptic_grad: float = Field(0.0, ge=0, le=1)
 
 
+class OnlineTraining(SpecModel):
+    """Values of ``training`` that the online methods (``method: eprop | d_rtrl``) use in place of
+    training's own (unset: training's value); ``method: bptt`` does not read them.  So one spec
+    can be tuned for BPTT and train by ``--set training.method=eprop`` as well."""
+
+    learning_rate: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0)
+
+
 class FitTraining(SpecModel):
     """Truncated BPTT: windows of ``chunks_per_update`` chunks of ``chunk`` simulated time for
     ``batch`` trials; each chunk is differentiated with its entering state detached, the chunk
@@ -105,7 +114,8 @@ class FitTraining(SpecModel):
     its ``pp_prop`` does not take scalar element-wise weights) on the same network: the gradient of every
     step's linearised window loss is accumulated over the update window from eligibility traces
     carried across chunks and updates (memory constant in the window), then the same Adam step
-    (:mod:`neurodsl.runners.eprop`).  ``kappa``: e-prop's low-pass filter of the traces (0: none)."""
+    (:mod:`neurodsl.runners.eprop`).  ``kappa``: e-prop's low-pass filter of the traces (0: none).
+    ``online``: values the online methods use instead of the ones above (:class:`OnlineTraining`)."""
 
     learning_rate: float = Field(0.05, gt=0)
     lr_final_fraction: float = Field(1.0, gt=0, le=1)
@@ -123,6 +133,13 @@ class FitTraining(SpecModel):
     propagation: Literal["auto", "event", "dense", "sparse"] = "auto"
     method: Literal["bptt", "eprop", "d_rtrl"] = "bptt"
     kappa: float = Field(0.0, ge=0, lt=1)
+    online: OnlineTraining = OnlineTraining()
+
+    def for_method(self) -> "FitTraining":
+        """The settings ``method`` trains with: training's own, with ``online``'s for eprop / d_rtrl."""
+        if self.method == "bptt":
+            return self
+        return self.model_copy(update=self.online.model_dump(exclude_none=True))
 
 
 class FitSpec(NetworkSpec):
