@@ -14,7 +14,6 @@ stops the run with :class:`~.rnn_state.DivergedError` before anything is kept.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -30,7 +29,7 @@ from neurodsl.spec import LoadedSpec
 
 from .checkpoint import StopSignals, atomic_write_text
 from .devices import shard_trial_sets
-from .rnn_state import FitRun, Saver, check_finite, resume_run
+from .rnn_state import FitRun, Saver, check_finite, fingerprint, fingerprint_dict, resume_run
 
 
 def make_data(out: Path, **kw) -> list[Path]:
@@ -63,7 +62,7 @@ def prepare_data(loaded: LoadedSpec) -> FitData:
     d = spec.data
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_rnn_export(d.path, rename=d.rename or None, inputs=d.inputs, mask=d.mask)
+        ds = load_rnn_export(d.path, **d.reader_options(spec.dt))
         if d.max_trials:
             ds = ds.isel(trial=slice(0, d.max_trials))
         cond, names = condition_labels(ds, d.condition_keys)
@@ -117,20 +116,6 @@ def _check_training_trials(loaded: LoadedSpec, cond_train: np.ndarray, names) ->
                              "fewer data.condition_keys)", location=Location(loaded.path))
 
 
-def _fingerprint_dict(loaded: LoadedSpec) -> dict:
-    d = loaded.spec.model_dump(mode="json")
-    for k in ("epochs", "test_epochs", "early_stopping_patience", "checkpoint_every", "detail_every", "line_every"):
-        d["training"].pop(k, None)
-    d["outputs"] = None
-    if d["model"]["observation"] == "none" and not d["training"]["losses"]["lambda_obs"]:  # older checkpoints resume
-        del d["model"]["observation"], d["training"]["losses"]["lambda_obs"]
-    return d
-
-
-def _fingerprint(loaded: LoadedSpec) -> str:
-    return hashlib.sha256(json.dumps(_fingerprint_dict(loaded), sort_keys=True).encode()).hexdigest()
-
-
 _COMPILED: dict = {}
 
 
@@ -178,7 +163,7 @@ class Trainer:
             a["traj"] = L.trajectories(a["target"], a["valid"], self.st["smooth_ds"], self.st["mu"], self.st["sd"])
             return a
         self.train_arrays, self.val_arrays = shard_trial_sets(arrays(tr), arrays(data.val))  # over devices
-        ckey = (_fingerprint(loaded), data.ds.attrs.get("source_sha256"), len(data.cond), len(tr), self.batch_size,
+        ckey = (fingerprint(loaded), data.ds.attrs.get("source_sha256"), len(data.cond), len(tr), self.batch_size,
                 self.per_batch)
         if ckey not in _COMPILED:  # same spec and data shapes in one process: reuse the compiled epoch
             _COMPILED.clear()
@@ -235,7 +220,7 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     data = prepare_data(loaded)
     tr = Trainer(loaded, data)
     n_epochs = t.test_epochs if test else t.epochs
-    fp, fp_dict = _fingerprint(loaded), _fingerprint_dict(loaded)
+    fp, fp_dict = fingerprint(loaded), fingerprint_dict(loaded)
     saver = Saver(ck, fp, fp_dict, spec.seed, spec.name)
     run = resume_run(ck, tr.state0, fp, fp_dict, loaded) if resume else FitRun.fresh(tr.state0)
     atomic_write_text(out / "spec.yaml", loaded.resolved_yaml)

@@ -14,6 +14,8 @@ anything non-finite is kept.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -147,3 +149,19 @@ def check_finite(entry: dict, state: dict, run: FitRun, loaded) -> None:
         f"non-finite kept ({kept})",
         field="training.learning_rate", expected=f"a smaller learning rate than {lr:g}",
         location=Location(loaded.path))
+
+
+def fingerprint_dict(loaded) -> dict:
+    """The spec as a checkpoint records it: what changes the fit (run length and outputs excluded)."""
+    d = loaded.spec.model_dump(mode="json")
+    for k in ("epochs", "test_epochs", "early_stopping_patience", "checkpoint_every", "detail_every", "line_every"):
+        d["training"].pop(k, None)
+    d["outputs"] = None
+    if d["model"]["observation"] == "none" and not d["training"]["losses"]["lambda_obs"]:  # older checkpoints resume
+        del d["model"]["observation"], d["training"]["losses"]["lambda_obs"]
+    d["data"] = {k: v for k, v in d["data"].items() if v or k not in ("fields", "nwb")}  # older checkpoints resume
+    return d
+
+
+def fingerprint(loaded) -> str:
+    return hashlib.sha256(json.dumps(fingerprint_dict(loaded), sort_keys=True).encode()).hexdigest()

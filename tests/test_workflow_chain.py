@@ -13,7 +13,7 @@ from neurodsl.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "spec").glob("*.yaml"))
-NEEDS_SHARED = {"olfactory_mushroom_body"}
+NEEDS_SHARED = {"olfactory_mushroom_body", "v1_gratings"}
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
