@@ -272,8 +272,8 @@ def tables(results: list[dict]) -> str:
                            f"{rates} Hz) | {r['s_per_update']:.3g} | {r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} |")
             else:
                 s = r["summary"]
-                acc = ", ".join(f"{k} {s[k]:.3f}" for k in ("best_val_correlation", "val_correlation",
-                                                             "ground_truth_r", "r_vs_ground_truth") if k in s)
+                acc = ", ".join(f"{k} {s[k]:.3f}" for k in ("best_val_correlation", "r_ground_truth",
+                                                             "r_ground_truth_condition") if k in s)
                 out.append(f"| force | rate RNN (spec/final_rnn.yaml, synthetic export): a different model | "
                            f"{r['passes']} passes | {acc or 'see JSON'} | {r['wall_s'] / r['passes']:.3g} (per pass) | "
                            f"{r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} |")
