@@ -14,8 +14,9 @@ programs are left to XLA's GSPMD partitioner, so the computation is the single-d
 What GSPMD cannot partition: the batch-major event kernel (a Numba function called through
 brainevent's XLA FFI, :mod:`neurodsl.compile.events`) is an opaque custom call, which GSPMD runs
 on the whole batch on every device after gathering the spikes -- correct, but not parallel.
-While :func:`event_kernels` is active (:func:`parallel` wraps the runners' jitted functions in it),
-that call is made through :func:`jax.shard_map` over the trial axis instead: each device runs the
+While :func:`event_kernels` is active (:func:`parallel` wraps the runners' jitted functions in it;
+it sets JAX's context mesh), :func:`neurodsl.compile.events.batch_kernel` makes that call through
+:func:`jax.shard_map` over the trial axis instead: each device runs the
 kernel on its own trials (the kernel is independent per trial, so the result is the same).
 
 Which devices: ``NEURODSL_DEVICES`` (``neurodsl --devices N``): ``all`` (default) or a count N
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import threading
 import warnings
 
 from neurodsl.errors import SpecError
@@ -129,73 +129,13 @@ def shard_network(net, mesh) -> None:
 
 
 # ----------------------------------------------------------------------------- event kernels
-_active = threading.local()
-
-
-class _ShardedBrainevent:
-    """Stands for the ``brainevent`` module inside :mod:`neurodsl.compile.events` and
-    :mod:`neurodsl.compile.propagation` while :func:`event_kernels` is active: everything is
-    brainevent's, except that the Numba kernels called there -- batch-major, spikes (B, n_pre) last,
-    output (B, n_post), every trial on its own -- are called per device through shard_map."""
-
-    def __init__(self, module):
-        self._module = module
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
-
-    def numba_kernel(self, kernel, outs, **kw):
-        import jax
-        from jax.sharding import PartitionSpec as P
-        make = self._module.numba_kernel
-        mesh = getattr(_active, "mesh", None)
-        n = 1 if mesh is None else mesh.size
-        shape = tuple(getattr(outs, "shape", ()))
-        if n == 1 or len(shape) != 2 or shape[0] % n:
-            return make(kernel, outs=outs, **kw)
-        local = make(kernel, outs=jax.ShapeDtypeStruct((shape[0] // n, shape[1]), outs.dtype), **kw)
-        whole = make(kernel, outs=outs, **kw)
-
-        def call(*ins):
-            # neurodsl's batch-major kernels: (arrays..., spikes (B, n_pre)) -> (B, n_post), each trial
-            # computed on its own; anything else is called as it is
-            s = ins[-1]
-            if len(s.shape) != 2 or s.shape[0] != shape[0]:
-                return whole(*ins)
-            specs = (*(P() for _ in ins[:-1]), P(AXIS, None))
-            return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS, None),
-                                 check_vma=False)(*ins)
-        return call
-
-
-_lock = threading.Lock()
-_depth = 0
-
-
-@contextlib.contextmanager
 def event_kernels(mesh):
-    """While active, functions traced call the event kernel per device (module docstring)."""
-    global _depth
+    """While active, functions traced see ``mesh`` as JAX's context mesh (:func:`jax.set_mesh`), and
+    the batch-major event kernels run per device (:func:`neurodsl.compile.events.batch_kernel`)."""
     if mesh is None:
-        yield
-        return
-    import brainevent
-    from neurodsl.compile import events, propagation
-    outer = getattr(_active, "mesh", None)
-    _active.mesh = mesh
-    with _lock:
-        if _depth == 0:
-            proxy = _ShardedBrainevent(brainevent)
-            events.brainevent = propagation.brainevent = proxy
-        _depth += 1
-    try:
-        yield
-    finally:
-        _active.mesh = outer
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                events.brainevent = propagation.brainevent = brainevent
+        return contextlib.nullcontext()
+    import jax
+    return jax.set_mesh(mesh)
 
 
 def parallel(fn, mesh):

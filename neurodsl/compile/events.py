@@ -93,6 +93,22 @@ def _batch_ell_kernel():
     return kernel
 
 
+
+def batch_kernel(kernel, out, *ins):
+    """Call a batch-major Numba kernel ``(arrays..., spikes (B, n_pre)) -> out (B, n_post)``, each
+    trial computed on its own.  Under a context mesh with a ``trial`` axis (``jax.set_mesh``: the
+    runners' data parallelism, :mod:`neurodsl.runners.devices`) it runs per device through
+    :func:`jax.shard_map` on that device's trials: GSPMD cannot partition the FFI call and would
+    gather every trial's spikes onto every device.  Same result either way."""
+    from jax.sharding import PartitionSpec as P
+    mesh = jax.sharding.get_abstract_mesh()
+    n = 1 if mesh.empty else dict(mesh.shape).get("trial", 1)
+    if n == 1 or out.shape[0] % n:
+        return brainevent.numba_kernel(kernel, outs=out)(*ins)
+    local = brainevent.numba_kernel(kernel, outs=jax.ShapeDtypeStruct((out.shape[0] // n, out.shape[1]), out.dtype))
+    specs = (*(P() for _ in ins[:-1]), P("trial", None))
+    return jax.shard_map(local, in_specs=specs, out_specs=P("trial", None), check_vma=False)(*ins)
+
 class EventKernel:
     """Event-driven sparse product ``spikes (B, n_pre) -> (B, n_post)`` over a Synapses object.
 
@@ -157,9 +173,9 @@ class EventKernel:
         if spikes.shape[0] > 1 and weight is None:
             if self.layout == "ell":
                 idx, w, deg = arr["ell"]
-                return brainevent.numba_kernel(_batch_ell_kernel(), outs=out)(w, idx, deg, spikes)
+                return batch_kernel(_batch_ell_kernel(), out, w, idx, deg, spikes)
             w, idx, ptr = arr["csr"]
-            return brainevent.numba_kernel(_batch_csr_kernel(), outs=out)(w, idx, ptr, spikes)
+            return batch_kernel(_batch_csr_kernel(), out, w, idx, ptr, spikes)
         if self.layout == "ell":
             idx, w_ell, _ = arr["ell"]
             if spikes.shape[0] == 1 and weight is None:

@@ -19,13 +19,12 @@ is at least 2 % full, else ``sparse``.
 """
 from __future__ import annotations
 
-import brainevent
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from neurodsl.compile.connectivity import Synapses
-from neurodsl.compile.events import EventKernel, _batch_csr_kernel, ell_layout
+from neurodsl.compile.events import EventKernel, _batch_csr_kernel, batch_kernel, ell_layout
 
 DENSE_MAX = 4_000_000
 
@@ -64,8 +63,7 @@ class Event:
             # several trials: the batch-major kernel with these weights (synapse order = CSR order)
             _, idx, ptr, _ = self.kernel.csr
             out = jax.ShapeDtypeStruct((s.shape[0], self.syn.n_post), self.dtype)
-            return brainevent.numba_kernel(_batch_csr_kernel(), outs=out)(
-                jnp.asarray(weight, self.dtype), idx, ptr, s)
+            return batch_kernel(_batch_csr_kernel(), out, jnp.asarray(weight, self.dtype), idx, ptr, s)
         return self.kernel(s, None if weight is None else self._layout(weight))
 
 
