@@ -127,16 +127,10 @@ def test_field_spec_checks(tmp_path):
 
 @pytest.mark.skipif(not V1.is_file(), reason=f"V1 recording not available at {V1} (../shared/data)")
 def test_v1_gratings_spec_loads_and_fits_shortened(tmp_path):
-    from neurodsl.runners.rnn_fit import prepare_data, run_rnn_fit
+    from neurodsl.runners.rnn_fit import run_rnn_fit
     loaded = load_spec(REPO / "spec" / "v1_gratings.yaml")
     ds = _quiet(load_rnn_export, loaded.spec.data.path, **loaded.spec.data.reader_options(loaded.spec.dt))
     assert ds.sizes == {"trial": 128, "time": 49, "neuron": 28, "input": 10} and ds.attrs["bin_size_ms"] == 62.5
     assert float(ds["rate"].min()) > 0 and sorted(set(ds["direction"].values)) == list(range(0, 360, 45))
-    try:
-        _quiet(prepare_data, loaded)
-    except DataError as e:
-        if e.field != "firing_rates" or "missing variable" not in str(e):
-            raise
-        pytest.skip("runners/rnn_fit.py does not pass data.reader_options(dt) to load_rnn_export yet")
     s = run_rnn_fit(loaded, tmp_path / "v1", test=True, progress=False, outputs=False)
     assert len(s["log"]) == loaded.spec.training.test_epochs and np.isfinite(s["best_val_correlation"])

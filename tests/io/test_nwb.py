@@ -50,22 +50,8 @@ def _spec(path, *over):
     return load_spec_text(text, overrides=list(over))
 
 
-def _runner_forwards_options(path) -> bool:
-    """runners/rnn_fit.py must call load_rnn_export(d.path, **d.reader_options(spec.dt))."""
-    from neurodsl.runners.rnn_fit import prepare_data
-    try:
-        _quiet(prepare_data, _spec(path, "data.nwb.align=time_zero"))
-    except DataError as e:
-        if e.field == "dt":
-            return False
-        raise
-    return True
-
-
 def test_fit_of_nwb_copy_equals_fit_of_mat(syn_nwb, tmp_path):
     from neurodsl.runners.rnn_fit import run_rnn_fit
-    if not _runner_forwards_options(syn_nwb):
-        pytest.skip("runners/rnn_fit.py does not pass data.reader_options(dt) to load_rnn_export yet")
     logs = []
     for name, spec in (("mat", _spec(SYN)), ("nwb", _spec(syn_nwb, "data.nwb.align=time_zero"))):
         run_rnn_fit(spec, tmp_path / name, test=True, progress=False, outputs=False)
