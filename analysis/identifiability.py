@@ -29,7 +29,11 @@ import numpy as np
 from .plots import _figure
 
 TOL = 0.05          # a factor counts as recovered / pinned within 5 %
-REL_FLOOR = 1e-4    # eigenvalues below this fraction of the largest count as no curvature
+REL_FLOOR = 1e-8    # eigenvalues below this fraction of the largest count as no curvature: a Jacobian
+                    # accurate to 1e-4 of its norm (float32 through thousands of steps) resolves singular
+                    # values down to 1e-4 of the largest, i.e. eigenvalues of J'J down to 1e-8; above that,
+                    # whether the data pin a direction is the standard error's call (1e-4 before 2026-12-02
+                    # called directions pinned to 0.2 % flat at the default student size)
 FLAT_SHARE = 0.1    # a factor whose axis lies more than this much in flat directions is not identifiable
 
 RECOVERED, NOT_IDENTIFIABLE, NOT_RECOVERED = ("recovered", "not identifiable from these data",
