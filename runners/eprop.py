@@ -1,4 +1,5 @@
-"""Online training of ``kind: fit`` (``training.method``: eprop, d_rtrl) with braintrace.
+"""Online training of ``kind: fit`` (``training.method``: eprop, d_rtrl) with braintrace; for
+``kind: homeostatic`` the same learner on the olfactory model: :class:`OnlineSpikingUpdate`.
 
 The network is the core compiled in its online layout (``compile_network(..., online=True)``:
 :class:`~neurodsl.compile.cells.LIFCondOnline`, trained scales through braintrace's element-wise
@@ -137,9 +138,142 @@ class OnlineFitTrainer(FitTrainer):
             s.value = jax.tree.map(jnp.asarray, tree["traces"][k])
 
 
+SPIKING_FIELDS = ("count", "isi0", "isi1", "isi2", "sV", "sV2")  # the float trackers of spiking_losses
+
+
+class OnlineSpikingUpdate:
+    """The update of :mod:`.spiking_train` (kind homeostatic) by e-prop / D-RTRL, with the engine's
+    signature ``(params, opt_state, carry, data, step_scale) -> (params, opt_state, carry, metrics)``.
+
+    The model is an :class:`~neurodsl.compile.olfactory_train.OlfactoryTrainModel` built with
+    ``online=True``; its core's per-projection scales are what braintrace traces, and the gradient
+    of ``log_scaling[post, pre]`` is the sum over its projections (each reads one entry).  The step
+    losses are the window losses of :mod:`.spiking_losses` linearised at the running trackers (as
+    :class:`OnlineFitTrainer`'s; rate and cv rescaled by steps / chunk end, membrane by the chunk's
+    steps / T); ``weight_ratio`` reads the parameters only and is differentiated exactly.  The
+    eligibility traces live in ``carry["traces"]`` (checkpointed; zero at every epoch start)."""
+
+    def __init__(self, setup, optimizer):
+        import braintrace
+        import jax
+        import jax.numpy as jnp
+        from neurodsl.compile.online import OlfactoryOnlineModel, trace_states
+        self.setup, self.optimizer, m, t = setup, optimizer, setup.model, setup.training
+        self.B, self.C, self.T = t.batch, t.chunks_per_update, t.chunk_size
+        net = m.net
+        self.scales = [(pr.log_scale, i, j) for pr, (i, j, _, _) in zip(net.projections, m._maps)]
+        self.grad_states = {str(k): st for k, (st, _, _) in enumerate(self.scales)}
+        net.init_state(self.B, 0)
+        self.module = OlfactoryOnlineModel(m)
+        opts = {"eprop": {"kappa_filter_decay": t.kappa}}.get(t.method, {})
+        example = (jnp.asarray(0, jnp.int32), jnp.zeros((self.B, m.n_inputs), bool))
+        self.learner = braintrace.compile(self.module, METHODS[t.method], *example, batch_size=self.B, **opts)
+        self.traces = trace_states(self.learner, {id(st): k for k, st in self.grad_states.items()})
+        m.trace_zeros = {k: jax.tree.map(jnp.zeros_like, s.value) for k, s in self.traces.items()}
+        self.active = {k: float(w) for k, w in setup.weights.items() if w}
+        self._jitted = self._build()
+
+    def __call__(self, params, opt_state, carry, data, step_scale=1.0):
+        return self._jitted(params, opt_state, carry, data, step_scale)
+
+    def _signal(self, obs):
+        """sum_k w_k dL_k/dobs at the running trackers, rescaled to the chunk end (class docstring)."""
+        import jax
+        import jax.numpy as jnp
+        from . import spiking_losses as SL
+        ctx, T = self.setup.ctx, self.T
+        fl = {k: obs[k] for k in SPIKING_FIELDS}
+        chunk_end = ((obs["steps"] - 1) // T + 1) * T
+        factor = {"rate": obs["steps"] / chunk_end, "cv": obs["steps"] / chunk_end,
+                  "membrane": obs["chunk_steps"] / T, "silent": 1.0}
+        G = {k: jnp.zeros_like(v) for k, v in fl.items()}
+        for name, w in self.active.items():
+            if name in factor:
+                g = jax.grad(lambda f, name=name: SL.LOSSES[name](ctx, {**obs, **f}, None))(fl)
+                G = {k: G[k] + w * factor[name] * g[k] for k in G}
+        return G
+
+    def _chunk_fn(self, params):
+        import brainstate
+        import jax
+        import jax.numpy as jnp
+        from . import spiking_losses as SL
+        ctx, C, observe = self.setup.ctx, self.C, SL.make_observer(self.setup.ctx)
+
+        def step_loss(n, s_in, obs):
+            s, V = self.learner(n, s_in)
+            new, _ = observe(jax.lax.stop_gradient(obs), {"spikes": s, "V": V}, None)
+            G = jax.lax.stop_gradient(self._signal(jax.lax.stop_gradient(new)))
+            return sum((G[k] * new[k]).sum() for k in SPIKING_FIELDS) / C, new
+
+        grad = brainstate.transform.grad(step_loss, grad_states=self.grad_states, has_aux=True)
+        eff = SL.effective_for_losses(self.setup.model, params)
+
+        def chunk(carry, inputs):  # inputs (T, B, n_in)
+            def body(c, s_in):
+                g_acc, obs, n = c
+                g, obs = grad(n, s_in, obs)
+                return (jax.tree.map(jnp.add, g_acc, g), obs, n + 1), None
+            g, obs, n = carry
+            (g, obs, n), _ = brainstate.transform.scan(body, (g, SL.reset_chunk(obs), n), inputs)
+            parts = {k: SL.LOSSES[k](ctx, obs, eff) for k in self.active}
+            total = sum(self.active[k] * v for k, v in parts.items()) if parts else jnp.zeros((), obs["tau"].dtype)
+            return (g, obs, n), (total, parts)
+        return chunk
+
+    def _gradient(self, params, g_scales):
+        """d loss / d params: the projections' scale gradients summed per (post, pre), plus the
+        exact gradient of the parameter-only weight_ratio term."""
+        import jax
+        import jax.numpy as jnp
+        from . import spiking_losses as SL
+        G = jnp.zeros_like(params["log_scaling"])
+        for k, (_, i, j) in enumerate(self.scales):
+            G = G.at[i, j].add(g_scales[str(k)])
+        grads = {"log_scaling": G}
+        if "weight_ratio" in self.active:
+            w, ctx, m = self.active["weight_ratio"], self.setup.ctx, self.setup.model
+            gw = jax.grad(lambda p: w * SL.weight_ratio_loss(ctx, None, SL.effective_for_losses(m, p)))(params)
+            grads = jax.tree.map(jnp.add, grads, gw)
+        return grads
+
+    def _build(self):
+        import brainstate
+        import jax
+        import jax.numpy as jnp
+        import optax
+        from . import spiking_losses as SL
+        net, ctx, optimizer = self.setup.model.net, self.setup.ctx, self.optimizer
+
+        def update(params, opt_state, carry, data, step_scale):
+            for st, i, j in self.scales:
+                st.value = params["log_scaling"][i, j]
+            net.write_state(carry["model"])
+            for k, s in self.traces.items():
+                s.value = carry["traces"][k]
+            zeros = {k: jnp.zeros_like(st.value) for k, st in self.grad_states.items()}
+            start = (zeros, SL.reset_window(carry["obs"]), carry["model"]["n"])
+            (g, obs, n), (tots, parts) = brainstate.transform.scan(self._chunk_fn(params), start,
+                                                                   jnp.asarray(data["inputs"]))
+            grads = self._gradient(params, g)
+            upd, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, jax.tree.map(lambda u: u * step_scale, upd))
+            stats = SL.type_stats(ctx, obs)
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+            carry = {"model": {**net.read_state(), "n": n}, "obs": obs,
+                     "traces": {k: s.value for k, s in self.traces.items()}}
+            metrics = {"loss": tots.mean(), "grad_norm": optax.global_norm(grads),
+                       **{f"loss_{k}": v.mean() for k, v in parts.items()},
+                       "rate_E": stats["rate"][0], "rate_I": stats["rate"][1], "cv_E": stats["cv"][0],
+                       "cv_I": stats["cv"][1], "active_fraction": stats["active"],
+                       "neuron_rate": SL.neuron_rates(ctx, obs), "finite": finite}
+            return params, opt_state, carry, metrics
+        return brainstate.transform.jit(update)
+
+
 def make_trainer(spec) -> FitTrainer:
     """The trainer of ``spec.training.method``."""
     return FitTrainer(spec) if spec.training.method == "bptt" else OnlineFitTrainer(spec)
 
 
-__all__ = ["OnlineFitTrainer", "make_trainer", "track_step"]
+__all__ = ["OnlineFitTrainer", "OnlineSpikingUpdate", "make_trainer", "track_step"]

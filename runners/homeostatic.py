@@ -5,7 +5,9 @@
 on the one core (:mod:`neurodsl.compile.olfactory_train`), drives it with Poisson mitral cells at
 ``inputs.baseline`` (fresh draws per update, derived from (seed, epoch, update)),
 trains the ``training.trainable`` parameters with the engine
-(:mod:`neurodsl.runners.spiking_train`) and writes to ``DIR``:
+(:mod:`neurodsl.runners.spiking_train`; ``training.method`` eprop / d_rtrl: online, by
+:class:`neurodsl.runners.eprop.OnlineSpikingUpdate`, the eligibility traces in the checkpoints;
+the evaluation and curvature report then use the default layout, same spikes) and writes to ``DIR``:
 
 * ``network_structure.npz``: the tuned structure, loadable by
   :func:`neurodsl.io.structure.load_structure` (the teacher reads it).  Trained
@@ -62,7 +64,8 @@ def build_model(spec, structure, network=None, *, base_scaling=None, teacher_for
                            dtype=jnp.float64 if spec.precision == "float64" else jnp.float32,
                            surrogate=sg.kind, scale=sg.scale, detach_reset=sg.detach_reset,
                            propagation=sg.propagation, recurrent_grad=sg.recurrent_grad,
-                           trainable=spec.training.trainable, teacher_forcing=teacher_forcing)
+                           trainable=spec.training.trainable, teacher_forcing=teacher_forcing,
+                           online=getattr(spec.training, "method", "bptt") != "bptt")
 
 
 def loss_context(spec, model, teacher_rates=None, cv_target=None, has_teacher=False):
@@ -107,6 +110,17 @@ def homeostatic_setup(spec, structure=None, model=None) -> TrainSetup:
                       weights=loss_weights(spec.losses), provider=provider, initial_V=initial_V,
                       updates_per_epoch=t.updates_per_epoch or 5, training=t, tracking=spec.tracking,
                       seed=spec.seed, name=spec.name)
+
+
+def evaluation_setup(spec, setup: TrainSetup) -> TrainSetup:
+    """``setup`` with the model in the core's default layout for the forward evaluation and the
+    curvature report (an online method trains the layout of :mod:`neurodsl.compile.online`: the
+    same spikes, the parameters the same ``log_scaling``)."""
+    from dataclasses import replace
+    if spec.training.method == "bptt":
+        return setup
+    bptt = spec.model_copy(update={"training": spec.training.model_copy(update={"method": "bptt"})})
+    return replace(setup, model=build_model(bptt, setup.model.structure))
 
 
 def tuned_structure(model, params, **meta):
@@ -164,6 +178,7 @@ def run_homeostatic(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool = F
     res = train(setup, out, resume=resume, progress=progress, max_updates=max_updates)
     if res.interrupted:
         return interrupted(loaded, out, "homeostatic", res, t.epochs * setup.updates_per_epoch)
+    setup = evaluation_setup(spec, setup)
     before = evaluate(setup, setup.params, epoch=10_000, n_updates=n_eval)
     after = evaluate(setup, res.params, epoch=10_000, n_updates=n_eval)
     targets = {"E": spec.targets.E.rate.internal, "I": spec.targets.I.rate.internal}

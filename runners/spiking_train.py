@@ -85,7 +85,11 @@ def make_optimizer(training, total_updates: int = 1):
 
 def make_update(setup: TrainSetup, optimizer):
     """jit(update(params, opt_state, carry, data[, step_scale]) -> params, opt_state, carry, metrics);
-    ``step_scale`` multiplies the optimiser's step (a smaller learning rate: divergence retries)."""
+    ``step_scale`` multiplies the optimiser's step (a smaller learning rate: divergence retries).
+    ``training.method`` eprop / d_rtrl: the online update (:class:`.eprop.OnlineSpikingUpdate`)."""
+    if getattr(setup.training, "method", "bptt") != "bptt":
+        from .eprop import OnlineSpikingUpdate
+        return OnlineSpikingUpdate(setup, optimizer)
     import jax
     import jax.numpy as jnp
     import optax
@@ -124,7 +128,9 @@ def make_update(setup: TrainSetup, optimizer):
 
 def initial_carry(setup: TrainSetup, epoch: int) -> dict:
     V0 = np.asarray(setup.initial_V(epoch))
-    return {"model": setup.model.init_state(V0), "obs": SL.init_obs(V0.shape[0], V0.shape[1], setup.model.dtype)}
+    carry = {"model": setup.model.init_state(V0), "obs": SL.init_obs(V0.shape[0], V0.shape[1], setup.model.dtype)}
+    zeros = getattr(setup.model, "trace_zeros", None)  # online methods: eligibility traces (runners/eprop.py)
+    return carry if zeros is None else {**carry, "traces": dict(zeros)}
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -373,7 +379,7 @@ def evaluate(setup: TrainSetup, params, epoch: int, n_updates: int) -> dict:
     def window(params, carry, data):
         def body(c, d):
             (st, ob), out = model.run(params, c["model"], d["inputs"], observe, c["obs"], d.get("teacher"))
-            return {"model": st, "obs": ob}, out["spikes"] > 0.5
+            return {**c, "model": st, "obs": ob}, out["spikes"] > 0.5
         return jax.lax.scan(body, carry, data)
 
     carry = initial_carry(setup, epoch)

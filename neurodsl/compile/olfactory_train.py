@@ -23,6 +23,11 @@ product (:func:`neurodsl.compile.propagation.choose`).
 
 Neurons are in the core's order, E then I (``perm[c]`` is the structure index of neuron c;
 ``to_structure`` maps back).  ``run``'s ``V`` output is the membrane potential before the reset.
+
+``online=True``: the core in braintrace's layout (:class:`~neurodsl.compile.cells.LIFCondOnline`,
+scales through braintrace's element-wise op; the same spikes) for e-prop / D-RTRL
+(:class:`neurodsl.compile.online.OlfactoryOnlineModel`, :mod:`neurodsl.runners.eprop`); its
+state's receptor variables are tuples of (B, N) arrays.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neurodsl.compile import propagation as P
-from neurodsl.compile.cells import NEURONS, NEVER, PopulationInfo
+from neurodsl.compile.cells import NEURONS, NEVER, LIFCondOnline, PopulationInfo
 from neurodsl.compile.kinetics import RECEPTORS
 from neurodsl.compile.network import Projection, SpikingNetwork, TrainableParam
 from neurodsl.compile.connectivity import type_order
@@ -65,8 +70,10 @@ class OlfactoryTrainModel:
     def __init__(self, network: OlfactoryNetwork, structure: NetworkStructure, dt: float, *, base_scaling,
                  dtype=jnp.float32, surrogate: str = "fast_sigmoid", scale: float = 10.0,
                  propagation: str = "auto", forward: str = "heaviside", detach_reset: bool = True,
-                 recurrent_grad: float = 0.0, trainable: str = "scaling", teacher_forcing: bool = False):
+                 recurrent_grad: float = 0.0, trainable: str = "scaling", teacher_forcing: bool = False,
+                 online: bool = False):
         s = structure
+        self.online = online  # braintrace's layout (LIFCondOnline, etrace scales): neurodsl.runners.eprop
         self.structure, self.network, self.dt, self.dtype = s, network, float(dt), dtype
         self.n, self.n_inputs = s.n, s.n_inputs
         self.perm, _ = type_order(s)
@@ -98,7 +105,7 @@ class OlfactoryTrainModel:
             ls = TrainableParam(jnp.zeros((), dtype), label=f"scale.{label}", kind="scale")
             lw = TrainableParam(jnp.asarray(_log(syn.weight), dtype), label=f"weight.{label}", kind="weight") \
                 if w_trained else None
-            projections.append(Projection(label, syn, src, post, 0, gbar, dtype, kind, ls, lw))
+            projections.append(Projection(label, syn, src, post, 0, gbar, dtype, kind, ls, lw, etrace=self.online))
             self._maps.append((i, j, recurrent, idx))
         receptors_of = {t: [] for t in TYPES}
         for pr in projections:
@@ -109,10 +116,12 @@ class OlfactoryTrainModel:
             if size:
                 cell, rec = net_spec.cells[t], net_spec.receptors
                 kin = {r: RECEPTORS[rec[r].kind](rec[r], dt) for r in receptors_of[t]}
-                pops[t] = NEURONS[cell.model](PopulationInfo(t, size, t, offset), cell, kin, dt, self.spike_fn)
+                cls = LIFCondOnline if self.online else NEURONS[cell.model]
+                pops[t] = cls(PopulationInfo(t, size, t, offset), cell, kin, dt, self.spike_fn)
                 offset += size
         source = _GivenSource(self.n_inputs) if self.n_inputs else None
-        return SpikingNetwork.assemble(pops, {"input": source} if source else {}, projections, [], dt, dtype)
+        return SpikingNetwork.assemble(pops, {"input": source} if source else {}, projections, [], dt, dtype,
+                                       online=self.online)
 
     # ----------------------------------------------------------------- parameters
     def init_params(self, trainable: str = "scaling", scaling=None, rec_weight=None, ff_weight=None) -> dict:
@@ -150,8 +159,14 @@ class OlfactoryTrainModel:
         for k, p in self.net.populations.items():
             o, n = p.info.offset, p.info.size
             pops[k] = {"V": V0[:, o:o + n], "last": jnp.full((b, n), NEVER, jnp.int32),
-                       "syn": {r: jnp.zeros((kin.n_vars, b, n), self.dtype) for r, kin in p.kinetics.items()}}
+                       "syn": {r: self._syn_zeros(kin.n_vars, b, n) for r, kin in p.kinetics.items()}}
         return {"pops": pops, "history": {}, "key": jax.random.PRNGKey(0), "n": jnp.zeros((), jnp.int32)}
+
+    def _syn_zeros(self, n_vars: int, b: int, n: int):
+        """Receptor variables at 0: one (n_vars, B, N) array, or a tuple of (B, N) online."""
+        if self.online:
+            return tuple(jnp.zeros((b, n), self.dtype) for _ in range(n_vars))
+        return jnp.zeros((n_vars, b, n), self.dtype)
 
     def to_internal(self, x):
         return x[..., self.perm]

@@ -69,3 +69,19 @@ class OnlineModel(brainstate.nn.Module):
         pops = self._net.populations
         V = [p.after_reset(p.read(), n) for p in pops.values()]
         return jnp.concatenate([spikes[k] for k in pops], -1), jnp.concatenate(V, -1)
+
+
+class OlfactoryOnlineModel(OnlineModel):
+    """braintrace's view of an :class:`~neurodsl.compile.olfactory_train.OlfactoryTrainModel` built
+    with ``online=True``: one call advances step ``n`` with the given mitral spikes ``s_in`` (B, n_in)
+    and returns (spikes as floats, V before the reset) in the model's core order (as its ``run``)."""
+
+    def __init__(self, model):
+        super().__init__(model.net)
+        self._dtype = model.dtype
+
+    def update(self, n, s_in):
+        spikes = self._net.update(n, {"input": s_in})
+        pops = self._net.populations
+        return (jnp.concatenate([spikes[k].astype(self._dtype) for k in pops], -1),
+                jnp.concatenate([p.V.value for p in pops.values()], -1))

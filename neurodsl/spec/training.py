@@ -56,6 +56,9 @@ class TrainingSpec(SpecModel):
     ``divergence_retries``: after a non-finite loss or parameter, training restarts that many
     times from the last checkpoint with the step scaled by ``retry_step_factor`` each time,
     then stops with an error (0: stop at once); nothing non-finite is written.
+    ``method``: ``bptt`` (above), or an online eligibility-trace algorithm of braintrace
+    (``eprop``, ``d_rtrl``: :class:`neurodsl.runners.eprop.OnlineSpikingUpdate`; kind homeostatic only,
+    scaling trained, detached reset); ``kappa``: e-prop's low-pass filter of the traces.
     """
 
     learning_rate: float = Field(0.05, gt=0)
@@ -74,6 +77,22 @@ class TrainingSpec(SpecModel):
     retry_step_factor: float = Field(0.5, gt=0, lt=1)
     trainable: Trainable = "scaling"
     surrogate: SurrogateSpec = SurrogateSpec()
+    method: Literal["bptt", "eprop", "d_rtrl"] = "bptt"
+    kappa: float = Field(0.0, ge=0, lt=1)
+
+
+def _online_checks(t: TrainingSpec, kind: str) -> None:
+    """What the online methods of the olfactory model do not cover (located errors)."""
+    m = t.method
+    if kind != "homeostatic":
+        raise CrossFieldError(("training", "method"), f"method {m} is not available for kind {kind} yet",
+                              "training.method bptt")
+    if t.trainable != "scaling":
+        raise CrossFieldError(("training", "trainable"), f"method {m} trains the scaling only",
+                              "trainable: scaling, or training.method bptt")
+    if not t.surrogate.detach_reset:
+        raise CrossFieldError(("training", "surrogate", "detach_reset"), f"method {m} needs a detached reset",
+                              "detach_reset: true")
 
 
 class CellTarget(SpecModel):
@@ -142,6 +161,12 @@ class HomeostaticSpec(SpecHeader):
     losses: LossesSpec = LossesSpec()
     training: TrainingSpec = TrainingSpec()
 
+    @model_validator(mode="after")
+    def _method(self):
+        if self.training.method != "bptt":
+            _online_checks(self.training, "homeostatic")
+        return self
+
 
 class StudentInit(SpecModel):
     """``teacher_perturbed``: the teacher's values times exp(sigma * N(0, 1)) (log-normal,
@@ -174,6 +199,12 @@ class StudentSpec(SpecHeader):
     targets: TargetsSpec = TargetsSpec()
     losses: LossesSpec = LossesSpec(rate=1.0, rate_mode="neuron", van_rossum=1.0)
     training: TrainingSpec = TrainingSpec()
+
+    @model_validator(mode="after")
+    def _method(self):
+        if self.training.method != "bptt":
+            _online_checks(self.training, "student")
+        return self
 
     @field_validator("teacher")
     @classmethod
