@@ -37,6 +37,11 @@ def spec_record(spec) -> dict:
     for k in FREE_TRAINING_KEYS:
         d.get("training", {}).pop(k, None)
     d.pop("tracking", None)
+    tr = d.get("training", {})
+    if d.get("kind") in ("homeostatic", "student") and tr.get("method") == "bptt" and not tr.get("kappa"):
+        tr.pop("method"), tr.pop("kappa", None)  # added there 2026-12-02: older checkpoints resume
+    if d.get("kind") == "fit" and not any((tr.get("online") or {}).values()):
+        tr.pop("online", None)                   # added 2026-12-02: older checkpoints resume
     return d
 
 
