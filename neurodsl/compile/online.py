@@ -7,13 +7,12 @@ op); :class:`OnlineModel` is the module ``braintrace.compile`` turns into a lear
 
 The event kernels' constant arrays are states (:class:`~neurodsl.compile.events.KernelArrays`,
 passed to jitted functions as arguments).  braintrace linearises its step with respect to every
-state it reads, and the kernels' CPU FFI calls have no JVP rule, so :class:`OnlineModel` reads
-those arrays through ``stop_gradient`` (:class:`_Constant`); nothing is learned through them.
+state it reads, and the kernels' CPU FFI calls have no JVP rule; :class:`~neurodsl.compile.events.EventKernel`
+reads those arrays through ``stop_gradient`` itself, so nothing is learned through them.
 """
 from __future__ import annotations
 
 import brainstate
-import jax
 import jax.numpy as jnp
 
 
@@ -28,25 +27,6 @@ def trace_states(learner, labels: dict) -> dict:
     return out
 
 
-class _Constant:
-    """A kernel's :class:`~neurodsl.compile.events.KernelArrays` read without tangents."""
-
-    def __init__(self, state):
-        self.state = state
-
-    @property
-    def value(self):
-        return jax.tree.map(jax.lax.stop_gradient, self.state.value)
-
-
-def _kernels(net):
-    """The event kernels of ``net`` (standalone event projections and the synapse banks)."""
-    from neurodsl.compile.events import EventKernel
-    found = [getattr(p.scheme, "_kernel", None) for p in net.projections] + [getattr(b, "kernel", None)
-                                                                             for b in net.banks]
-    return [k for k in found if isinstance(k, EventKernel)]
-
-
 class OnlineModel(brainstate.nn.Module):
     """braintrace's view of a network compiled with ``online=True``: its modules and states as
     attributes; one call advances step ``n`` and returns (spikes, V after the reset) over the
@@ -57,9 +37,6 @@ class OnlineModel(brainstate.nn.Module):
         self.pops, self.projs = dict(net.populations), list(net.projections)
         self.hist, self.key = dict(net.history), net.key
         self._net = net
-        for k in _kernels(net):
-            if not isinstance(k.arrays, _Constant):
-                k.arrays = _Constant(k.arrays)
 
     def init_state(self, batch_size=None, **kw):
         self._net.init_state(batch_size, 0)
