@@ -28,6 +28,7 @@ from __future__ import annotations
 from . import fit_objectives as FO
 from .fit import FitTrainer
 
+# the float trackers the learning signal differentiates (fit_objectives and spiking_losses name them alike)
 FLOAT_FIELDS = ("count", "isi0", "isi1", "isi2", "sV", "sV2")
 METHODS = {"eprop": "eprop", "d_rtrl": "d_rtrl"}  # braintrace's parameter-dimension algorithms
 
@@ -40,6 +41,14 @@ def track_step(obs: dict, s, V, dt: float, chunk_start):
     keep = jnp.where(chunk_start, 0.0, 1.0).astype(V.dtype)
     return {**new, "sV": obs["sV"] * keep + V, "sV2": obs["sV2"] * keep + V * V,
             "chunk_steps": jnp.where(chunk_start, 0, obs["chunk_steps"]) + 1}
+
+
+def chunk_end_factors(obs: dict, T: int) -> dict:
+    """Per loss kind, the factor that rescales a term's gradient at the running trackers to the
+    normaliser the term has at the end of its chunk of ``T`` steps (as BPTT's chunk loss reads it)."""
+    chunk_end = ((obs["steps"] - 1) // T + 1) * T
+    return {"rate": obs["steps"] / chunk_end, "cv": obs["steps"] / chunk_end,
+            "membrane": obs["chunk_steps"] / T, "silent": 1.0}
 
 
 class OnlineFitTrainer(FitTrainer):
@@ -81,9 +90,7 @@ class OnlineFitTrainer(FitTrainer):
             """sum_i w_i dL_i/dobs at the running trackers, each term scaled from its running
             normaliser to the one at the end of the chunk (as BPTT's chunk loss reads it)."""
             fl = {k: obs[k] for k in FLOAT_FIELDS}
-            chunk_end = ((obs["steps"] - 1) // T + 1) * T
-            factor = {"rate": obs["steps"] / chunk_end, "cv": obs["steps"] / chunk_end,
-                      "membrane": obs["chunk_steps"] / T, "silent": 1.0}
+            factor = chunk_end_factors(obs, T)
             G = {k: jnp.zeros_like(v) for k, v in fl.items()}
             for t in terms:
                 g = jax.grad(lambda f, t=t: FO.term_value(t, {**obs, **f}, dt, self.V_th))(fl)
@@ -138,9 +145,6 @@ class OnlineFitTrainer(FitTrainer):
             s.value = jax.tree.map(jnp.asarray, tree["traces"][k])
 
 
-SPIKING_FIELDS = ("count", "isi0", "isi1", "isi2", "sV", "sV2")  # the float trackers of spiking_losses
-
-
 class OnlineSpikingUpdate:
     """The update of :mod:`.spiking_train` (kind homeostatic) by e-prop / D-RTRL, with the engine's
     signature ``(params, opt_state, carry, data, step_scale) -> (params, opt_state, carry, metrics)``.
@@ -182,10 +186,8 @@ class OnlineSpikingUpdate:
         import jax.numpy as jnp
         from . import spiking_losses as SL
         ctx, T = self.setup.ctx, self.T
-        fl = {k: obs[k] for k in SPIKING_FIELDS}
-        chunk_end = ((obs["steps"] - 1) // T + 1) * T
-        factor = {"rate": obs["steps"] / chunk_end, "cv": obs["steps"] / chunk_end,
-                  "membrane": obs["chunk_steps"] / T, "silent": 1.0}
+        fl = {k: obs[k] for k in FLOAT_FIELDS}
+        factor = chunk_end_factors(obs, T)
         G = {k: jnp.zeros_like(v) for k, v in fl.items()}
         for name, w in self.active.items():
             if name in factor:
@@ -204,7 +206,7 @@ class OnlineSpikingUpdate:
             s, V = self.learner(n, s_in)
             new, _ = observe(jax.lax.stop_gradient(obs), {"spikes": s, "V": V}, None)
             G = jax.lax.stop_gradient(self._signal(jax.lax.stop_gradient(new)))
-            return sum((G[k] * new[k]).sum() for k in SPIKING_FIELDS) / C, new
+            return sum((G[k] * new[k]).sum() for k in FLOAT_FIELDS) / C, new
 
         grad = brainstate.transform.grad(step_loss, grad_states=self.grad_states, has_aux=True)
         eff = SL.effective_for_losses(self.setup.model, params)
