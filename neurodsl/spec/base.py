@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationInfo, WithJsonSchema
 
@@ -103,3 +103,6 @@ def _nonnegative(v: Quantity) -> Quantity:
 
 
 NonNegRate = Annotated[Rate, AfterValidator(_nonnegative)]
+
+# training.method of the spiking kinds: BPTT, or one of braintrace's online algorithms (neurodsl.runners.eprop)
+TrainingMethod = Literal["bptt", "eprop", "d_rtrl"]

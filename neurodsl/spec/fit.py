@@ -22,7 +22,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from neurodsl import units as U
-from neurodsl.spec.base import CrossFieldError, Rate, SpecModel, Time
+from neurodsl.spec.base import CrossFieldError, Rate, SpecModel, Time, TrainingMethod
 from neurodsl.spec.spec import NetworkSpec
 
 q = U.parse_quantity
@@ -131,7 +131,7 @@ class FitTraining(SpecModel):
     log_interval: int = Field(1, gt=0)
     surrogate: FitSurrogate = FitSurrogate()
     propagation: Literal["auto", "event", "dense", "sparse"] = "auto"
-    method: Literal["bptt", "eprop", "d_rtrl"] = "bptt"
+    method: TrainingMethod = "bptt"
     kappa: float = Field(0.0, ge=0, lt=1)
     online: OnlineTraining = OnlineTraining()
 

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from neurodsl import units as U
-from neurodsl.spec.base import CrossFieldError, Rate, SpecModel, Time
+from neurodsl.spec.base import CrossFieldError, Rate, SpecModel, Time, TrainingMethod
 from neurodsl.spec.network import Uniform, Value, resolve_path
 from neurodsl.spec.olfactory import OlfactoryNetwork
 from neurodsl.spec.spec import SpecHeader
@@ -77,7 +77,7 @@ class TrainingSpec(SpecModel):
     retry_step_factor: float = Field(0.5, gt=0, lt=1)
     trainable: Trainable = "scaling"
     surrogate: SurrogateSpec = SurrogateSpec()
-    method: Literal["bptt", "eprop", "d_rtrl"] = "bptt"
+    method: TrainingMethod = "bptt"
     kappa: float = Field(0.0, ge=0, lt=1)
 
 
