@@ -93,7 +93,6 @@ def _batch_ell_kernel():
     return kernel
 
 
-
 def batch_kernel(kernel, out, *ins):
     """Call a batch-major Numba kernel ``(arrays..., spikes (B, n_pre)) -> out (B, n_post)``, each
     trial computed on its own.  Under a context mesh with a ``trial`` axis (``jax.set_mesh``: the
@@ -108,6 +107,7 @@ def batch_kernel(kernel, out, *ins):
     local = brainevent.numba_kernel(kernel, outs=jax.ShapeDtypeStruct((out.shape[0] // n, out.shape[1]), out.dtype))
     specs = (*(P() for _ in ins[:-1]), P("trial", None))
     return jax.shard_map(local, in_specs=specs, out_specs=P("trial", None), check_vma=False)(*ins)
+
 
 class EventKernel:
     """Event-driven sparse product ``spikes (B, n_pre) -> (B, n_post)`` over a Synapses object.
