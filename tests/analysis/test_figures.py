@@ -132,6 +132,20 @@ def test_attention_drops_constant_tokens():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
 
 
+def test_workflow_2_passes_each_stage_on(figs):
+    """infer-network -> homeostatic -> teacher -> fit-student: each stage reads the one before."""
+    from neurodsl.io.structure import load_structure
+    out, _ = figs
+    s0 = load_structure(out / "net" / "network_structure.npz")
+    s1 = load_structure(out / "homeo" / "network_structure.npz")
+    assert s1.n == s0.n and np.array_equal(s1.rec_pre, s0.rec_pre)  # same connectome, tuned scaling
+    assert not np.allclose(s1.scaling, s0.scaling)
+    teacher = xr.open_dataset(out / "olfactory" / "teacher.nc")
+    assert teacher.sizes["neuron"] == s1.n
+    s2 = load_structure(out / "student" / "network_structure.npz")
+    assert np.array_equal(s2.rec_pre, s1.rec_pre) and (out / "student" / "student_report.json").exists()
+
+
 def test_student_figures(figs):
     fig = _by_name(figs, "student", "raster")
     n_spikes = sum(len(c.get_segments()) for ax in fig.axes for c in ax.collections if isinstance(c, LineCollection))
