@@ -95,6 +95,12 @@ def _tiny_problem(kind):
     return cfg, p, jnp.asarray(table), batch, st
 
 
+def _jitted(fn, cfg, lc):
+    """``fn(params, bal, cfg, table, batch, st, lc, key)`` compiled once, as the training epoch
+    compiles it (op by op, the tiny problems below cost hundreds of small compilations)."""
+    return jax.jit(lambda p, bal, table, batch, st, key=None: fn(p, bal, cfg, table, batch, st, lc, key))
+
+
 @pytest.mark.parametrize("kind", ["attention", "none"])
 def test_gradients_match_finite_differences_float64(kind):
     with enable_x64():
@@ -120,11 +126,11 @@ def test_balancer_normalises_each_term():
         cfg, p, table, batch, st = _tiny_problem("linear")
         lc = L.LossConfig(1.0, 0.5, 0.0, 0.1, 0.05, 0.5, 50, balancing=True, decay=0.5)
         bal = {"m": jnp.zeros(3), "c": jnp.zeros(())}
-        _, _, g1, bal1 = L.loss_and_grads(p, bal, cfg, table, batch, st, lc, None)
+        _, _, g1, bal1 = _jitted(L.loss_and_grads, cfg, lc)(p, bal, table, batch, st)
         assert float(bal1["c"]) == pytest.approx(0.5)
         # scaling the PSTH-loss weight by 1000 changes only the mix, not the gradient's scale
         lc2 = L.LossConfig(1000.0, 0.5, 0.0, 0.1, 0.05, 0.5, 50, balancing=True, decay=0.5)
-        _, _, g2, _ = L.loss_and_grads(p, bal, cfg, table, batch, st, lc2, None)
+        _, _, g2, _ = _jitted(L.loss_and_grads, cfg, lc2)(p, bal, table, batch, st)
         n1 = np.sqrt(sum(float(jnp.sum(v ** 2)) for v in g1.values()))
         n2 = np.sqrt(sum(float(jnp.sum(v ** 2)) for v in g2.values()))
         assert 0.05 < n2 / n1 < 20
@@ -148,8 +154,8 @@ def test_per_batch_embedding_matches_table_path_float64(kind):
         lc = L.LossConfig(1.0, 0.5, 1e-2, 0.1, 0.05, 0.5, 50, balancing=True, decay=0.9)
         bal = {"m": jnp.zeros(3), "c": jnp.zeros(())}
         key = jax.random.PRNGKey(3)
-        t1, parts1, g1, _ = L.loss_and_grads(p, bal, cfg, jnp.asarray(tab), b_tab, st, lc, key)
-        t2, parts2, g2, _ = L.loss_and_grads(p, bal, cfg, jnp.asarray(tab[:1]), b_row, st, lc, key)
+        t1, parts1, g1, _ = _jitted(L.loss_and_grads, cfg, lc)(p, bal, jnp.asarray(tab), b_tab, st, key)
+        t2, parts2, g2, _ = _jitted(L.loss_and_grads, cfg, lc)(p, bal, jnp.asarray(tab[:1]), b_row, st, key)
         assert float(t2) == pytest.approx(float(t1), rel=1e-10)
         for k in parts1:
             assert float(parts2[k]) == pytest.approx(float(parts1[k]), rel=1e-9, abs=1e-12), k
@@ -193,12 +199,11 @@ def test_default_observation_leaves_the_losses_unchanged():
     batch = {k: (v if k == "index" else v.astype(jnp.float32)) for k, v in batch.items()}
     bal = {"m": jnp.zeros(3), "c": jnp.zeros(())}
     key = jax.random.PRNGKey(4)
-    t0, g0 = (lambda q: _old_loss_and_grads(q, bal, cfg, table, batch, st,
-                                                   L.LossConfig.from_spec(RNNLossSpec()), key))(p)
+    t0, g0 = _jitted(_old_loss_and_grads, cfg, L.LossConfig.from_spec(RNNLossSpec()))(p, bal, table, batch, st, key)
     for obs in ("none", "poisson"):
         lc = L.LossConfig.from_spec(RNNLossSpec(), obs, 25.0)
         assert not lc.obs and len(lc.weights) == 3 and len(L.term_fns(lc)) == 3
-        t1, parts, g1, _ = L.loss_and_grads(p, bal, cfg, table, batch, st, lc, key)
+        t1, parts, g1, _ = _jitted(L.loss_and_grads, cfg, lc)(p, bal, table, batch, st, key)
         assert "L_obs" not in parts and float(t1) == float(t0)
         assert all(np.array_equal(np.asarray(g1[k]), np.asarray(g0[k])) for k in g0)
 
@@ -212,8 +217,8 @@ def test_observation_loss_gradients_match_finite_differences_float64(observation
                           observation=observation, bin_s=0.025)
         assert lc.obs and len(lc.weights) == 4
         bal = {"m": jnp.zeros(4), "c": jnp.zeros(())}
-        total, parts, g, _ = L.loss_and_grads(p, bal, cfg, table, batch, st, lc, None)
-        f = lambda q: L.total_loss(q, cfg, table, batch, st, lc)[0]  # noqa: E731
+        total, parts, g, _ = _jitted(L.loss_and_grads, cfg, lc)(p, bal, table, batch, st)
+        f = jax.jit(lambda q: L.total_loss(q, cfg, table, batch, st, lc)[0])
         assert float(total) == pytest.approx(float(f(p)), rel=1e-10)
         assert float(total) == pytest.approx(float(parts["L_neuron"] + 2.0 * parts["L_obs"] + parts["L_reg"]),
                                              rel=1e-12)
