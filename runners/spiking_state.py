@@ -160,14 +160,16 @@ def clear_outputs(out: Path, names) -> None:
 
 def prepare_run(loaded, out: Path, resume, outputs) -> dict:
     """Start of a homeostatic / student run, before anything is written: a resume is checked
-    against the checkpoint's spec, a fresh run clears ``checkpoints/``; then the previous final
-    ``outputs`` are removed.  Returns the spec record for :class:`~.spiking_train.TrainSetup`."""
+    against the checkpoint's spec; the previous final ``outputs`` are removed, then a fresh run
+    clears ``checkpoints/`` (in this order, so a kill in between leaves the old run's checkpoints
+    without outputs -- an interrupted run -- never old outputs without their run).  Returns the
+    spec record for :class:`~.spiking_train.TrainSetup`."""
     record = spec_record(loaded.spec)
     if resume:
         check_resume(out, resume, record, loaded.path)
-    else:
-        start_fresh(out)
     clear_outputs(out, outputs)
+    if not resume:
+        start_fresh(out)
     return record
 
 
