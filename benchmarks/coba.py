@@ -3,15 +3,17 @@
 Prints, from one invocation, the loop time per simulated second (compilation
 excluded) at each size with 80 synapses per neuron on average, and the ratios
 compiled / hand-written and compiled / Brian2-C++ (when a Brian2 interpreter is
-given: brian2 needs numpy < 2.4, so it lives in its own virtualenv; see
-benchmarks/reference/README.md).
+given, or importable here: brian2 2.9 needs numpy < 2.4; see
+benchmarks/reference/README.md).  ``--brian2-method`` runs both sides in the same
+integration method: the spec's neurons get ``method`` (euler or exp_euler) and Brian2
+gets the same one (euler or exponential_euler); ``both`` prints one table per method.
 
-    python benchmarks/coba.py --sizes 4000 16000 64000 --duration 1 \
-        --brian2-python /tmp/brian2env/bin/python
+    python benchmarks/coba.py --sizes 4000 64000 --duration 1 --brian2-method both
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import subprocess
@@ -24,7 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def compiled(n: int, duration_s: float, seed: int = 0) -> dict:
+BRIAN2_METHOD = {"euler": "euler", "exp_euler": "exponential_euler"}  # neurodsl name -> Brian2's
+
+
+def compiled(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") -> dict:
     """Loop time of spec/coba.yaml compiled by neurodsl: the jitted step loop, timed like the
     hand-written one (second call of the same jitted function, spikes returned)."""
     import brainstate
@@ -37,6 +42,7 @@ def compiled(n: int, duration_s: float, seed: int = 0) -> dict:
     p = 80 / n
     sets = [f"populations.E.size={ne}", f"populations.I.size={ni}", f"seed={seed}"]
     sets += [f"projections[{i}].connectivity.p={p}" for i in range(4)]
+    sets += [f"populations.{pop}.neuron.method={method}" for pop in ("E", "I")]
     spec = load_spec(REPO / "spec" / "coba.yaml", sets).spec
     net = compile_network(spec)
     steps = int(round(duration_s * 1e3 / spec.dt.internal))
@@ -114,10 +120,12 @@ def handwritten(n: int, duration_s: float, seed: int = 0) -> dict:
     return {"loop_s": loop, "rate_hz": float(np.asarray(spikes).mean() / 1e-4), "steps": steps}
 
 
-def brian2(python: str, n: int, duration_s: float) -> dict | None:
+def brian2(python: str, n: int, duration_s: float, method: str = "exp_euler") -> dict | None:
     script = REPO / "benchmarks" / "reference" / "brian2_coba.py"
+    cmd = [python, str(script), "--timing", "--sizes", str(n), "--duration", f"{duration_s}s",
+           "--method", BRIAN2_METHOD[method]]
     try:
-        out = subprocess.run([python, str(script), "--timing", "--sizes", str(n), "--duration", f"{duration_s}s"],
+        out = subprocess.run(cmd,
                              capture_output=True, text=True, timeout=1800, check=True).stdout
     except (OSError, subprocess.SubprocessError) as e:
         print(f"  brian2 failed: {e}", file=sys.stderr)
@@ -135,20 +143,38 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000, 64000])
     ap.add_argument("--duration", type=float, default=1.0, help="simulated seconds per run")
-    ap.add_argument("--brian2-python", default=None, help="python of a venv with brian2 (numpy < 2.4)")
+    ap.add_argument("--brian2-python", default=None,
+                    help="python of a venv with brian2 (default: this one, when brian2 imports here)")
+    ap.add_argument("--brian2-method", choices=["euler", "exp_euler", "both"], default="exp_euler",
+                    help="integration method of both neurodsl's neurons and Brian2's (both: one table each)")
     args = ap.parse_args(argv)
+    python = args.brian2_python or (sys.executable if importlib.util.find_spec("brian2") else None)
+    methods = ["euler", "exp_euler"] if args.brian2_method == "both" else [args.brian2_method]
     print(f"# COBA loop time per simulated second; {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d')}")
-    print(f"{'N':>7} {'compiled s':>11} {'hand s':>8} {'brian2 s':>9} {'comp/hand':>10} {'comp/brian2':>12} "
-          f"{'rate Hz':>8}")
-    for n in args.sizes:
-        c = compiled(n, args.duration)
-        h = handwritten(n, args.duration)
-        b = brian2(args.brian2_python, n, args.duration) if args.brian2_python else None
-        cs, hs = c["loop_s"] / args.duration, h["loop_s"] / args.duration
-        bs = b["loop_time_per_sim_second"] if b else None
-        print(f"{n:>7} {cs:>11.3f} {hs:>8.3f} {bs if bs is not None else float('nan'):>9.3f} "
-              f"{cs / hs:>10.2f} {(cs / bs) if bs else float('nan'):>12.2f} {c['rate_hz']:>8.2f}", flush=True)
+    hand = {}
+    for method in methods:
+        print(f"# method: neurodsl {method}, Brian2 {BRIAN2_METHOD[method]} (hand-written: brainpy's own)")
+        print(f"{'N':>7} {'compiled s':>11} {'hand s':>8} {'brian2 s':>9} {'comp/hand':>10} {'comp/brian2':>12} "
+              f"{'rate Hz':>8}")
+        for n in args.sizes:
+            c = compiled(n, args.duration, method=method)
+            if n not in hand:
+                hand[n] = handwritten(n, args.duration)
+            b = brian2(python, n, args.duration, method) if python else None
+            cs, hs = c["loop_s"] / args.duration, hand[n]["loop_s"] / args.duration
+            bs = b["loop_time_per_sim_second"] if b else None
+            print(f"{n:>7} {cs:>11.3f} {hs:>8.3f} {bs if bs is not None else float('nan'):>9.3f} "
+                  f"{cs / hs:>10.2f} {(cs / bs) if bs else float('nan'):>12.2f} {c['rate_hz']:>8.2f}", flush=True)
+    print(f"# load average {' '.join(f'{x:.2f}' for x in _loadavg())}")
+
+
+def _loadavg():
+    try:
+        import os
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
 
 
 if __name__ == "__main__":
