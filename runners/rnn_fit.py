@@ -203,6 +203,10 @@ def _detail(tr: Trainer, params, r_neuron) -> dict:
             "fano_model": _nanmean(fm), "fano_real": _nanmean(ft)}
 
 
+#: what says a fit finished (or how far it got): a fresh run (--force) removes them before anything else
+RESULT_FILES = ("fit.nc", "training_report.md", "training_log.json")
+
+
 def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test: bool = False,
                 progress: bool = True, outputs: bool = True) -> dict:
     """Fit, write all outputs to ``out_dir`` and return a summary dict (see module docstring).
@@ -213,8 +217,11 @@ def run_rnn_fit(loaded: LoadedSpec, out_dir: Path, *, resume: bool = False, test
     spec, t = loaded.spec, loaded.spec.training
     configure_precision(spec.precision)
     out, ck = Path(out_dir), Path(out_dir) / "checkpoints"
-    if not resume and ck.exists():
-        shutil.rmtree(ck)
+    if not resume:  # a fresh run: the old run's results go first, then its checkpoints (never the reverse)
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+        if ck.exists():
+            shutil.rmtree(ck)
     out.mkdir(parents=True, exist_ok=True)
     t_setup = time.perf_counter()
     data = prepare_data(loaded)

@@ -223,3 +223,25 @@ def test_too_few_training_trials_per_condition_fails_before_training(data, tmp_p
     with pytest.raises(DataError, match="fewer than 2 training trials") as e:
         prepare_data(load_spec(str(spec), ["data.max_trials=20"]))
     assert e.value.field == "data.max_trials"
+
+
+def test_fresh_run_removes_the_old_results_before_anything_else(data, tmp_path, monkeypatch):
+    """--force on a finished run's folder: its fit.nc / report / log go before its checkpoints, so a
+    run stopped right at the start leaves no results that the new spec.yaml would mislabel."""
+    from neurodsl.runners import rnn_fit
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.npz").write_bytes(b"old")
+    for name in rnn_fit.RESULT_FILES:
+        (out / name).write_text("old run")
+
+    def stop(_loaded):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rnn_fit, "prepare_data", stop)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_spec_file(tmp_path, data, 2), out, epochs=2)
+    assert sorted(p.name for p in out.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt):  # a resume keeps them (they are the run it continues)
+        (out / "fit.nc").write_text("old run")
+        _run(_spec_file(tmp_path, data, 2), out, epochs=2, resume=True)
+    assert (out / "fit.nc").exists()
