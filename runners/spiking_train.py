@@ -61,6 +61,7 @@ class TrainSetup:
     describe: dict = field(default_factory=dict)  # extra run info for the console header
     record: dict | None = None           # spec record a resume must match (spiking_state.spec_record)
     spec_path: str | None = None         # where the spec came from (error locations)
+    online_update: Callable | None = None  # (setup, optimizer) -> update for eprop / d_rtrl (default OnlineSpikingUpdate)
 
 
 @dataclass
@@ -86,10 +87,11 @@ def make_optimizer(training, total_updates: int = 1):
 def make_update(setup: TrainSetup, optimizer):
     """jit(update(params, opt_state, carry, data[, step_scale]) -> params, opt_state, carry, metrics);
     ``step_scale`` multiplies the optimiser's step (a smaller learning rate: divergence retries).
-    ``training.method`` eprop / d_rtrl: the online update (:class:`.eprop.OnlineSpikingUpdate`)."""
+    ``training.method`` eprop / d_rtrl: the online update (``setup.online_update``, default
+    :class:`.eprop.OnlineSpikingUpdate`)."""
     if getattr(setup.training, "method", "bptt") != "bptt":
         from .eprop import OnlineSpikingUpdate
-        return OnlineSpikingUpdate(setup, optimizer)
+        return (setup.online_update or OnlineSpikingUpdate)(setup, optimizer)
     import jax
     import jax.numpy as jnp
     import optax

@@ -148,9 +148,28 @@ def student_setup(spec, teacher: TeacherData) -> tuple[TrainSetup, dict]:
     setup = TrainSetup(model=model, params=init, ctx=ctx, weights=loss_weights(spec.losses), provider=provider,
                        initial_V=lambda epoch: V_all[trials_of(epoch)], updates_per_epoch=per_epoch,
                        training=t, tracking=spec.tracking, seed=spec.seed, name=spec.name,
-                       describe={"teacher": str(teacher.folder), "teacher_forcing": spec.teacher_forcing})
+                       describe={"teacher": str(teacher.folder), "teacher_forcing": spec.teacher_forcing},
+                       online_update=None if t.method == "bptt" else _online_update)
     assert set(TRAINABLE[t.trainable]) == set(init)
     return setup, true
+
+
+def _online_update(setup, optimizer):
+    from .student_online import StudentOnlineUpdate  # training.method eprop / d_rtrl
+    return StudentOnlineUpdate(setup, optimizer)
+
+
+def evaluation_setup(spec, setup: TrainSetup, teacher: TeacherData) -> TrainSetup:
+    """``setup`` with the model in the core's default layout (an online method trains the layout of
+    :mod:`neurodsl.compile.online`: the same spikes and ``log_scaling``) for the comparison and report."""
+    from dataclasses import replace
+    from .homeostatic import build_model
+    if spec.training.method == "bptt":
+        return setup
+    t = spec.training.model_copy(update={"method": "bptt"})
+    model = build_model(spec.model_copy(update={"dt": teacher.spec.dt, "training": t}), teacher.structure,
+                        teacher.spec.network, base_scaling=teacher.scaling(), teacher_forcing=spec.teacher_forcing)
+    return replace(setup, model=model, training=t, online_update=None)
 
 
 def teacher_cv(teacher: TeacherData, cell_type: str) -> float:
@@ -253,6 +272,7 @@ def run_student(loaded: LoadedSpec, out_dir: str | Path, *, resume: bool | str =
     res = train(setup, out, resume=resume, progress=progress, max_updates=max_updates)
     if res.interrupted:
         return interrupted(loaded, out, "fit-student", res, spec.training.epochs * setup.updates_per_epoch)
+    setup = evaluation_setup(spec, setup, teacher)
     model = setup.model
     before = compare_params(model, true, setup.params)
     after = compare_params(model, true, res.params)

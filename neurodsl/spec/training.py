@@ -57,8 +57,9 @@ class TrainingSpec(SpecModel):
     times from the last checkpoint with the step scaled by ``retry_step_factor`` each time,
     then stops with an error (0: stop at once); nothing non-finite is written.
     ``method``: ``bptt`` (above), or an online eligibility-trace algorithm of braintrace
-    (``eprop``, ``d_rtrl``: :class:`neurodsl.runners.eprop.OnlineSpikingUpdate`; kind homeostatic only,
-    scaling trained, detached reset); ``kappa``: e-prop's low-pass filter of the traces.
+    (``eprop``, ``d_rtrl``: :class:`neurodsl.runners.eprop.OnlineSpikingUpdate`, kind student
+    :class:`neurodsl.runners.student_online.StudentOnlineUpdate`; scaling trained, detached reset);
+    ``kappa``: e-prop's low-pass filter of the traces.
     """
 
     learning_rate: float = Field(0.05, gt=0)
@@ -84,7 +85,7 @@ class TrainingSpec(SpecModel):
 def _online_checks(t: TrainingSpec, kind: str) -> None:
     """What the online methods of the olfactory model do not cover (located errors)."""
     m = t.method
-    if kind != "homeostatic":
+    if kind not in ("homeostatic", "student"):
         raise CrossFieldError(("training", "method"), f"method {m} is not available for kind {kind} yet",
                               "training.method bptt")
     if t.trainable != "scaling":
