@@ -239,6 +239,23 @@ class OnlineSpikingUpdate:
             grads = jax.tree.map(jnp.add, grads, gw)
         return grads
 
+    def window(self, params, carry, data):
+        """The update window from ``carry``: (d loss / d params, trackers, step, chunk losses, parts);
+        writes the model's states (parameters, neuron state, traces) first."""
+        import brainstate
+        import jax.numpy as jnp
+        from . import spiking_losses as SL
+        for st, i, j in self.scales:
+            st.value = params["log_scaling"][i, j]
+        self.setup.model.net.write_state(carry["model"])
+        for k, s in self.traces.items():
+            s.value = carry["traces"][k]
+        zeros = {k: jnp.zeros_like(st.value) for k, st in self.grad_states.items()}
+        start = (zeros, SL.reset_window(carry["obs"]), carry["model"]["n"])
+        (g, obs, n), (tots, parts) = brainstate.transform.scan(self._chunk_fn(params), start,
+                                                               jnp.asarray(data["inputs"]))
+        return self._gradient(params, g), obs, n, tots, parts
+
     def _build(self):
         import brainstate
         import jax
@@ -248,16 +265,7 @@ class OnlineSpikingUpdate:
         net, ctx, optimizer = self.setup.model.net, self.setup.ctx, self.optimizer
 
         def update(params, opt_state, carry, data, step_scale):
-            for st, i, j in self.scales:
-                st.value = params["log_scaling"][i, j]
-            net.write_state(carry["model"])
-            for k, s in self.traces.items():
-                s.value = carry["traces"][k]
-            zeros = {k: jnp.zeros_like(st.value) for k, st in self.grad_states.items()}
-            start = (zeros, SL.reset_window(carry["obs"]), carry["model"]["n"])
-            (g, obs, n), (tots, parts) = brainstate.transform.scan(self._chunk_fn(params), start,
-                                                                   jnp.asarray(data["inputs"]))
-            grads = self._gradient(params, g)
+            grads, obs, n, tots, parts = self.window(params, carry, data)
             upd, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, jax.tree.map(lambda u: u * step_scale, upd))
             stats = SL.type_stats(ctx, obs)

@@ -150,25 +150,5 @@ class StudentOnlineUpdate(OnlineSpikingUpdate):
         (g, obs, n), (tots, parts) = brainstate.transform.scan(self._chunk_fn(params), start, xs)
         return self._gradient(params, g), obs, n, tots, parts
 
-    def _build(self):
-        import optax
-        net, ctx, optimizer = self.setup.model.net, self.setup.ctx, self.optimizer
-
-        def update(params, opt_state, carry, data, step_scale):
-            grads, obs, n, tots, parts = self.window(params, carry, data)
-            upd, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, jax.tree.map(lambda u: u * step_scale, upd))
-            stats = SL.type_stats(ctx, obs)
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-            carry = {"model": {**net.read_state(), "n": n}, "obs": obs,
-                     "traces": {k: s.value for k, s in self.traces.items()}}
-            metrics = {"loss": tots.mean(), "grad_norm": optax.global_norm(grads),
-                       **{f"loss_{k}": v.mean() for k, v in parts.items()},
-                       "rate_E": stats["rate"][0], "rate_I": stats["rate"][1], "cv_E": stats["cv"][0],
-                       "cv_I": stats["cv"][1], "active_fraction": stats["active"],
-                       "neuron_rate": SL.neuron_rates(ctx, obs), "finite": finite}
-            return params, opt_state, carry, metrics
-        return brainstate.transform.jit(update)
-
 
 __all__ = ["StudentOnlineModel", "StudentOnlineUpdate"]
