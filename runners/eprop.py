@@ -198,9 +198,8 @@ class OnlineSpikingUpdate:
     def _chunk_fn(self, params):
         import brainstate
         import jax
-        import jax.numpy as jnp
         from . import spiking_losses as SL
-        ctx, C, observe = self.setup.ctx, self.C, SL.make_observer(self.setup.ctx)
+        C, observe = self.C, SL.make_observer(self.setup.ctx)
 
         def step_loss(n, s_in, obs):
             s, V = self.learner(n, s_in)
@@ -211,10 +210,21 @@ class OnlineSpikingUpdate:
         grad = brainstate.transform.grad(step_loss, grad_states=self.grad_states, has_aux=True)
         eff = SL.effective_for_losses(self.setup.model, params)
 
-        def chunk(carry, inputs):  # inputs (T, B, n_in)
-            def body(c, s_in):
+        return self._chunk_loop(grad, eff)
+
+    def _chunk_loop(self, grad, eff):
+        """One chunk: ``grad(n, *step_inputs, obs)`` accumulated over its steps, then the chunk's losses.
+        The scanned inputs are one (T, B, ...) array, or a tuple of them (one argument each)."""
+        import brainstate
+        import jax
+        import jax.numpy as jnp
+        from . import spiking_losses as SL
+        ctx = self.setup.ctx
+
+        def chunk(carry, inputs):
+            def body(c, x):
                 g_acc, obs, n = c
-                g, obs = grad(n, s_in, obs)
+                g, obs = grad(n, *(x if isinstance(x, tuple) else (x,)), obs)
                 return (jax.tree.map(jnp.add, g_acc, g), obs, n + 1), None
             g, obs, n = carry
             (g, obs, n), _ = brainstate.transform.scan(body, (g, SL.reset_chunk(obs), n), inputs)

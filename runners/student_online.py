@@ -109,7 +109,7 @@ class StudentOnlineUpdate(OnlineSpikingUpdate):
         return self.active["van_rossum"] * chunk_end_factors(obs, self.T)["rate"] * dq * 2 * err
 
     def _chunk_fn(self, params):
-        ctx, C, observe = self.setup.ctx, self.C, SL.make_observer(self.setup.ctx)
+        C, observe = self.C, SL.make_observer(self.setup.ctx)
 
         def step_loss(n, s_in, tea, obs):
             s, V, f = self.learner(n, s_in, tea)
@@ -122,17 +122,7 @@ class StudentOnlineUpdate(OnlineSpikingUpdate):
         grad = brainstate.transform.grad(step_loss, grad_states=self.grad_states, has_aux=True)
         eff = SL.effective_for_losses(self.setup.model, params)
 
-        def chunk(carry, data):  # data: inputs (T, B, n_in), teacher (T, B, N)
-            def body(c, d):
-                g_acc, obs, n = c
-                g, obs = grad(n, d[0], d[1], obs)
-                return (jax.tree.map(jnp.add, g_acc, g), obs, n + 1), None
-            g, obs, n = carry
-            (g, obs, n), _ = brainstate.transform.scan(body, (g, SL.reset_chunk(obs), n), data)
-            parts = {k: SL.LOSSES[k](ctx, obs, eff) for k in self.active}
-            total = sum(self.active[k] * v for k, v in parts.items()) if parts else jnp.zeros((), obs["tau"].dtype)
-            return (g, obs, n), (total, parts)
-        return chunk
+        return self._chunk_loop(grad, eff)  # scanned: (inputs (T, B, n_in), teacher (T, B, N))
 
     def window(self, params, carry, data):
         """The update window from ``carry``: (d loss / d params, trackers, step, chunk losses, parts);
