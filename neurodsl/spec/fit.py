@@ -99,6 +99,7 @@ class OnlineTraining(SpecModel):
 
     learning_rate: float | None = Field(None, gt=0)
     grad_clip: float | None = Field(None, gt=0)
+    adam_b2: float | None = Field(None, gt=0, lt=1)
 
 
 class FitTraining(SpecModel):
@@ -120,6 +121,8 @@ class FitTraining(SpecModel):
     learning_rate: float = Field(0.05, gt=0)
     lr_final_fraction: float = Field(1.0, gt=0, le=1)
     momentum: float = Field(0.9, ge=0, lt=1, description="Adam's b1; lower overshoots less on noisy rate losses")
+    adam_b2: float = Field(0.999, gt=0, lt=1, description="Adam's b2: the memory of the squared gradients "
+                           "(~1 / (1 - b2) updates); lower forgets the large gradients of the first updates")
     batch: int = Field(4, gt=0)
     chunk: Time = q("50 ms", U.TIME)
     chunks_per_update: int = Field(4, gt=0)

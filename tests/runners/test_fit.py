@@ -124,3 +124,20 @@ def test_bad_fit_specs_are_located_errors(change, field):
     with pytest.raises(SpecError) as e:
         load_spec_text(TINY, overrides=change)
     assert field in e.value.one_line()
+
+
+@pytest.mark.parametrize("b2", [0.5, 0.999])
+def test_adam_b2_is_the_optimisers(b2):
+    """Adam's second step after gradients 10 then 1, against the bias-corrected formula by hand
+    (b1 = training.momentum, b2 = training.adam_b2): lower b2 forgets the first, large gradient."""
+    import jax.numpy as jnp
+    from neurodsl.runners.fit import FitTrainer
+    tr = FitTrainer(load_spec_text(TINY, overrides=[f"training.adam_b2={b2}", "training.momentum=0.5",
+                                                    "training.grad_clip=1000", "training.learning_rate=0.1"]).spec)
+    p = {"w": jnp.zeros(())}
+    state = tr.optimizer.init(p)
+    for g in (10.0, 1.0):
+        step, state = tr.optimizer.update({"w": jnp.asarray(g)}, state, p)
+    b1, m, v = 0.5, 0.5 * 0.5 * 10 + 0.5 * 1, b2 * (1 - b2) * 100 + (1 - b2) * 1
+    expected = -0.1 * (m / (1 - b1 ** 2)) / (np.sqrt(v / (1 - b2 ** 2)) + 1e-8)
+    np.testing.assert_allclose(float(step["w"]), expected, rtol=1e-5)
