@@ -61,7 +61,8 @@ class FitTrainer:
         total = t.epochs * t.updates_per_epoch
         lr = t.learning_rate if t.lr_final_fraction == 1.0 else optax.cosine_decay_schedule(
             t.learning_rate, total, alpha=t.lr_final_fraction)
-        self.optimizer = optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(lr, b1=t.momentum, b2=t.adam_b2))
+        adam = optax.adam if t.optimizer == "adam" else optax.optimistic_adam_v2
+        self.optimizer = optax.chain(optax.clip_by_global_norm(t.grad_clip), adam(lr, b1=t.momentum, b2=t.adam_b2))
         from . import devices
         self.mesh = devices.trial_mesh(self.B, "training.batch trials")  # trials over devices; None: one
         self.update = devices.parallel(self._make_update(), self.mesh)

@@ -92,6 +92,9 @@ class FitSurrogate(SpecModel):
     synaptic_grad: float = Field(0.0, ge=0, le=1)
 
 
+Optimizer = Literal["adam", "optimistic_adam"]
+
+
 class OnlineTraining(SpecModel):
     """Values of ``training`` that the online methods (``method: eprop | d_rtrl``) use in place of
     training's own (unset: training's value); ``method: bptt`` does not read them.  So one spec
@@ -100,6 +103,7 @@ class OnlineTraining(SpecModel):
     learning_rate: float | None = Field(None, gt=0)
     grad_clip: float | None = Field(None, gt=0)
     adam_b2: float | None = Field(None, gt=0, lt=1)
+    optimizer: Optimizer | None = None
 
 
 class FitTraining(SpecModel):
@@ -123,6 +127,9 @@ class FitTraining(SpecModel):
     momentum: float = Field(0.9, ge=0, lt=1, description="Adam's b1; lower overshoots less on noisy rate losses")
     adam_b2: float = Field(0.999, gt=0, lt=1, description="Adam's b2: the memory of the squared gradients "
                            "(~1 / (1 - b2) updates); lower forgets the large gradients of the first updates")
+    optimizer: Optimizer = Field("adam", description="adam, or optimistic_adam (optax.optimistic_adam_v2: "
+                                 "Nesterov moments, step -lr (2 r_t - r_(t-1)) of Adam's direction r; damps the "
+                                 "limit cycles of coupled objectives)")
     batch: int = Field(4, gt=0)
     chunk: Time = q("50 ms", U.TIME)
     chunks_per_update: int = Field(4, gt=0)

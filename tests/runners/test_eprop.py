@@ -118,11 +118,14 @@ def test_eprop_resume_is_bit_identical_with_traces_in_the_checkpoint(tmp_path):
 
 
 def test_training_online_replaces_trainings_values_for_the_online_methods_only():
-    over = ["training.online.learning_rate=0.01", "training.online.grad_clip=100", "training.online.adam_b2=0.9"]
+    over = ["training.online.learning_rate=0.01", "training.online.grad_clip=100", "training.online.adam_b2=0.9",
+            "training.online.optimizer=optimistic_adam"]
     t = load_spec_text(SPEC, overrides=over).spec.training.for_method()
-    assert (t.method, t.learning_rate, t.grad_clip, t.adam_b2, t.momentum) == ("eprop", 0.01, 100, 0.9, 0.5)
+    assert (t.method, t.learning_rate, t.grad_clip, t.adam_b2, t.optimizer, t.momentum) == (
+        "eprop", 0.01, 100, 0.9, "optimistic_adam", 0.5)
     bptt = load_spec_text(SPEC, overrides=[*over, "training.method=bptt"]).spec.training
-    assert bptt.for_method() is bptt and (bptt.learning_rate, bptt.grad_clip, bptt.adam_b2) == (0.1, 1.0, 0.999)
+    assert bptt.for_method() is bptt and (bptt.learning_rate, bptt.grad_clip, bptt.adam_b2, bptt.optimizer) == (
+        0.1, 1.0, 0.999, "adam")
 
 
 @pytest.mark.parametrize("change, field", [

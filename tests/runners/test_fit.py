@@ -126,18 +126,25 @@ def test_bad_fit_specs_are_located_errors(change, field):
     assert field in e.value.one_line()
 
 
-@pytest.mark.parametrize("b2", [0.5, 0.999])
-def test_adam_b2_is_the_optimisers(b2):
-    """Adam's second step after gradients 10 then 1, against the bias-corrected formula by hand
-    (b1 = training.momentum, b2 = training.adam_b2): lower b2 forgets the first, large gradient."""
+@pytest.mark.parametrize("b2, optimizer", [(0.5, "adam"), (0.999, "adam"), (0.5, "optimistic_adam")])
+def test_adam_b2_and_optimizer_are_the_optimisers(b2, optimizer):
+    """The second step after gradients 10 then 1, against the bias-corrected formula by hand
+    (b1 = training.momentum, b2 = training.adam_b2): lower b2 forgets the first, large gradient;
+    optimistic_adam adds the change of its direction r (step -lr (2 r_2 - r_1))."""
     import jax.numpy as jnp
     from neurodsl.runners.fit import FitTrainer
     tr = FitTrainer(load_spec_text(TINY, overrides=[f"training.adam_b2={b2}", "training.momentum=0.5",
+                                                    f"training.optimizer={optimizer}",
                                                     "training.grad_clip=1000", "training.learning_rate=0.1"]).spec)
     p = {"w": jnp.zeros(())}
     state = tr.optimizer.init(p)
     for g in (10.0, 1.0):
         step, state = tr.optimizer.update({"w": jnp.asarray(g)}, state, p)
     b1, m, v = 0.5, 0.5 * 0.5 * 10 + 0.5 * 1, b2 * (1 - b2) * 100 + (1 - b2) * 1
-    expected = -0.1 * (m / (1 - b1 ** 2)) / (np.sqrt(v / (1 - b2 ** 2)) + 1e-8)
+    if optimizer == "adam":
+        expected = -0.1 * (m / (1 - b1 ** 2)) / (np.sqrt(v / (1 - b2 ** 2)) + 1e-8)
+    else:  # optax's optimistic Adam: Nesterov moments, step -lr (2 r_2 - r_1)
+        r1 = (b1 * 5 / (1 - b1 ** 2) + (1 - b1) * 10 / (1 - b1)) / 10
+        r2 = (b1 * m / (1 - b1 ** 3) + (1 - b1) * 1 / (1 - b1 ** 2)) / np.sqrt(v / (1 - b2 ** 2))
+        expected = -0.1 * (2 * r2 - r1)
     np.testing.assert_allclose(float(step["w"]), expected, rtol=1e-5)
