@@ -99,11 +99,15 @@ def project(kind: str, params: dict, u: jnp.ndarray, proj: jnp.ndarray, heads: i
     if kind == "linear":
         return u @ (params["emb_w"] @ proj)
     f = _fold(params, proj, heads)
-    uq, uk = u[:, None, :, None], u[:, None, None, :]
-    scores = uq * uk * f["s00"] + uq * f["s01"] + uk * f["s10"] + f["s11"]   # (n, H, C, C)
-    a = jax.nn.softmax(scores, axis=-1).sum(axis=-2)                         # (n, H, C)
-    return (u @ f["tw"] + f["tb"] + jnp.einsum("nhk,hkm->nm", a * u[:, None, :], f["vw"])
-            + jnp.einsum("nhk,hkm->nm", a, f["vb"]))
+    # rows on the innermost axis: the (H, C, C, n) element-wise work vectorises over rows (with C
+    # innermost, a few channels per vector; measured 1.7x faster for 14 channels, 960 rows)
+    ut = u.T                                                                 # (C, n)
+    uq, uk = ut[None, :, None, :], ut[None, None, :, :]
+    s = {k: f[k][..., None] for k in ("s00", "s01", "s10", "s11")}
+    scores = uq * uk * s["s00"] + uq * s["s01"] + uk * s["s10"] + s["s11"]   # (H, C, C, n)
+    a = jax.nn.softmax(scores, axis=2).sum(axis=1)                           # (H, C, n)
+    return (u @ f["tw"] + f["tb"] + jnp.einsum("hkn,hkm->nm", a * ut[None], f["vw"])
+            + jnp.einsum("hkn,hkm->nm", a, f["vb"]))
 
 
 def row_cost(kind: str, n_in: int, dim: int, heads: int, n_out: int, folded: bool) -> float:
