@@ -100,7 +100,7 @@ def project(kind: str, params: dict, u: jnp.ndarray, proj: jnp.ndarray, heads: i
         return u @ (params["emb_w"] @ proj)
     f = _fold(params, proj, heads)
     # rows on the innermost axis: the (H, C, C, n) element-wise work vectorises over rows (with C
-    # innermost, a few channels per vector; measured 1.7x faster for 14 channels, 960 rows)
+    # innermost, a few channels per vector; see benchmarks/RESULTS.md, continuous inputs)
     ut = u.T                                                                 # (C, n)
     uq, uk = ut[None, :, None, :], ut[None, None, :, :]
     s = {k: f[k][..., None] for k in ("s00", "s01", "s10", "s11")}

@@ -51,8 +51,8 @@ NONLINEARITIES = {
 
 
 UNROLL = 2  # time steps per scan iteration
-CHUNK_ROWS = 1024  # per-batch embedding in chunks of <= this many rows (cache-sized; measured on CPU:
-#                   960-row chunks 1.7x faster than 480 or 3840 for 14 channels)
+CHUNK_ROWS = 1024  # per-batch embedding in chunks of <= this many rows (cache-sized; on CPU 960-row chunks
+#                   beat 480 and 3840 for 14 channels: benchmarks/RESULTS.md, continuous inputs)
 
 
 @dataclass(frozen=True, eq=False)
