@@ -102,6 +102,7 @@ training:
   epochs: 1
   updates_per_epoch: 20
   checkpoint_interval: 1000
+  online: {{grad_clip: 1000, optimizer: optimistic_adam}}
 """
 
 
