@@ -214,7 +214,7 @@ class OnlineSpikingUpdate:
 
     def _chunk_loop(self, grad, eff):
         """One chunk: ``grad(n, *step_inputs, obs)`` accumulated over its steps, then the chunk's losses.
-        The scanned inputs are one (T, B, ...) array, or a tuple of them (one argument each)."""
+        The scanned inputs are the tuple of (T, B, ...) arrays of :meth:`scanned_inputs` (one argument each)."""
         import brainstate
         import jax
         import jax.numpy as jnp
@@ -224,7 +224,7 @@ class OnlineSpikingUpdate:
         def chunk(carry, inputs):
             def body(c, x):
                 g_acc, obs, n = c
-                g, obs = grad(n, *(x if isinstance(x, tuple) else (x,)), obs)
+                g, obs = grad(n, *x, obs)
                 return (jax.tree.map(jnp.add, g_acc, g), obs, n + 1), None
             g, obs, n = carry
             (g, obs, n), _ = brainstate.transform.scan(body, (g, SL.reset_chunk(obs), n), inputs)
@@ -249,21 +249,30 @@ class OnlineSpikingUpdate:
             grads = jax.tree.map(jnp.add, grads, gw)
         return grads
 
-    def window(self, params, carry, data):
-        """The update window from ``carry``: (d loss / d params, trackers, step, chunk losses, parts);
-        writes the model's states (parameters, neuron state, traces) first."""
-        import brainstate
-        import jax.numpy as jnp
-        from . import spiking_losses as SL
+    def write_states(self, params, carry) -> None:
+        """The model's states from ``params`` and ``carry``: scales, neuron state, traces."""
         for st, i, j in self.scales:
             st.value = params["log_scaling"][i, j]
         self.setup.model.net.write_state(carry["model"])
         for k, s in self.traces.items():
             s.value = carry["traces"][k]
+
+    def scanned_inputs(self, data) -> tuple:
+        """What the window scans over, one (C, T, B, ...) array per step argument of the learner."""
+        import jax.numpy as jnp
+        return (jnp.asarray(data["inputs"]),)
+
+    def window(self, params, carry, data):
+        """The update window from ``carry``: (d loss / d params, trackers, step, chunk losses, parts);
+        writes the model's states (:meth:`write_states`) first."""
+        import brainstate
+        import jax.numpy as jnp
+        from . import spiking_losses as SL
+        self.write_states(params, carry)
         zeros = {k: jnp.zeros_like(st.value) for k, st in self.grad_states.items()}
         start = (zeros, SL.reset_window(carry["obs"]), carry["model"]["n"])
         (g, obs, n), (tots, parts) = brainstate.transform.scan(self._chunk_fn(params), start,
-                                                               jnp.asarray(data["inputs"]))
+                                                               self.scanned_inputs(data))
         return self._gradient(params, g), obs, n, tots, parts
 
     def _build(self):

@@ -122,23 +122,16 @@ class StudentOnlineUpdate(OnlineSpikingUpdate):
         grad = brainstate.transform.grad(step_loss, grad_states=self.grad_states, has_aux=True)
         eff = SL.effective_for_losses(self.setup.model, params)
 
-        return self._chunk_loop(grad, eff)  # scanned: (inputs (T, B, n_in), teacher (T, B, N))
+        return self._chunk_loop(grad, eff)
 
-    def window(self, params, carry, data):
-        """The update window from ``carry``: (d loss / d params, trackers, step, chunk losses, parts);
-        writes the model's states (parameters, neuron state, traces, filters) first."""
-        m = self.setup.model
-        for st, i, j in self.scales:
-            st.value = params["log_scaling"][i, j]
-        m.net.write_state(carry["model"])
-        for k, s in self.traces.items():
-            s.value = carry["traces"][k]
+    def write_states(self, params, carry) -> None:
+        """The base's states plus the van Rossum filters (hidden states of the learner)."""
+        super().write_states(params, carry)
         self.module.write_filters(carry["obs"]["vr_s"])
-        zeros = {k: jnp.zeros_like(st.value) for k, st in self.grad_states.items()}
-        start = (zeros, SL.reset_window(carry["obs"]), carry["model"]["n"])
-        xs = (jnp.asarray(data["inputs"]), jnp.asarray(data["teacher"]))
-        (g, obs, n), (tots, parts) = brainstate.transform.scan(self._chunk_fn(params), start, xs)
-        return self._gradient(params, g), obs, n, tots, parts
+
+    def scanned_inputs(self, data) -> tuple:
+        """The input spikes (C, T, B, n_in) and the teacher's (C, T, B, N)."""
+        return (jnp.asarray(data["inputs"]), jnp.asarray(data["teacher"]))
 
 
 __all__ = ["StudentOnlineModel", "StudentOnlineUpdate"]
