@@ -27,10 +27,11 @@ def window_gradients(spec_path: str, params: dict, method: str, windows: int) ->
     from neurodsl.spec import load_spec
     spec = load_spec(spec_path, overrides=[f"training.method={method}"]).spec
     tr = (FitTrainer if method == "bptt" else OnlineFitTrainer)(spec)
-    tr.optimizer = optax.GradientTransformation(  # records the gradient, takes no step
+    # records the gradient, takes no step; the trainer's jitted update reads self.optimizer when it is
+    # first traced (the first call below), so the update built by the constructor uses this one
+    tr.optimizer = optax.GradientTransformation(
         lambda p: {"g": jax.tree.map(jnp.zeros_like, p)},
         lambda g, s, p=None: (jax.tree.map(jnp.zeros_like, g), {"g": g}))
-    tr.update = tr._make_update()
     for k, p in tr.params.items():
         p.value = jnp.asarray(params[k], p.value.dtype)
     opt = tr.optimizer.init({k: p.value for k, p in tr.params.items()})

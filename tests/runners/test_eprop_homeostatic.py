@@ -4,7 +4,6 @@ resume is bit-identical with the eligibility traces in the checkpoint; what the 
 not cover is a located error."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
