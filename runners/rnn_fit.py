@@ -29,7 +29,7 @@ from neurodsl.spec import LoadedSpec
 
 from .checkpoint import StopSignals, atomic_write_text
 from .devices import shard_trial_sets
-from .rnn_state import FitRun, Saver, check_finite, fingerprint, fingerprint_dict, resume_run
+from .rnn_state import FitRun, Saver, check_finite, evaluated, fingerprint, fingerprint_dict, resume_run
 
 
 def make_data(out: Path, **kw) -> list[Path]:
@@ -168,13 +168,15 @@ class Trainer:
         if ckey not in _COMPILED:  # same spec and data shapes in one process: reuse the compiled epoch
             _COMPILED.clear()
             _COMPILED[ckey] = L.build_epoch(self.cfg, self.loss_cfg, self.tx, len(tr), self.batch_size,
-                                             t.plateau_on)
+                                             t.plateau_on, t.weight_average)
         epoch_fn, self.n_batches = _COMPILED[ckey]
         self.epoch_fn = lambda state: epoch_fn(state, self.train_arrays, self.val_arrays, self.table, self.st)
         params = self.module.param_tree()
         self.state0 = {"params": params, "opt": self.tx.init(params),
                        "bal": {"m": jnp.zeros(len(self.loss_cfg.weights), dtype), "c": jnp.zeros((), dtype)},
                        "key": jax.random.PRNGKey(spec.seed)}
+        if t.weight_average:  # the parameters' moving average starts at the initial parameters
+            self.state0["avg"] = params
         self.sim = jax.jit(lambda p, b, key, noise: simulate_batch(p, self.cfg, self.table, b, key, noise),
                            static_argnums=(3,))
 
@@ -288,7 +290,7 @@ def _train(tr: Trainer, loaded: LoadedSpec, run: FitRun, saver: Saver, out: Path
                          **{k: float(met[k]) for k in ("L_neuron", "L_trial", "L_reg", "L_obs") if k in met}}
                 check_finite(entry, state, run, loaded)
                 if epoch % t.detail_every == 0:
-                    entry.update(_detail(tr, state["params"], met["r_neuron"]))
+                    entry.update(_detail(tr, evaluated(state), met["r_neuron"]))
                 run = run.advance(epoch, state, entry)
                 _persist(run, saver, out, t)
                 bar.update(1)

@@ -334,8 +334,11 @@ def _take(batch, idx):
 
 
 def build_epoch(model: RateRNNConfig, cfg: LossConfig, tx: Optimizer, n_train: int, batch_size: int,
-                plateau_on: str = "val_loss"):
+                plateau_on: str = "val_loss", average: float = 0.0):
     """jit-compiled ``epoch(state, train, val, table, st) -> (state, metrics)`` (one pass + validation).
+
+    ``average`` > 0: ``state["avg"]`` is an exponential moving average of the parameters (decay
+    ``average`` per optimiser step, started at the initial parameters); validation runs on it.
 
     ``train``/``val``: dicts of per-trial arrays (index or u, target, valid, onehot, traj);
     ``table``: distinct input vectors (unused when the dicts carry inputs ``u``: per-batch embedding); ``st``: :func:`target_stats` + smoothing matrices.
@@ -352,18 +355,21 @@ def build_epoch(model: RateRNNConfig, cfg: LossConfig, tx: Optimizer, n_train: i
         keys = jax.random.split(k_noise, n_batches)
 
         def step(carry, xs):
-            params, opt, bal = carry
+            params, opt, bal, avg = carry
             idx, k = xs
             batch = train if (full and n_batches == 1) else _take(train, idx)
             total, parts, grads, bal = loss_and_grads(params, bal, model, table, batch, st, cfg, k)
             updates, opt = tx.step(grads, opt, params)
             params = optax.apply_updates(params, updates)
-            return (params, opt, bal), (total, parts)
+            if average:
+                avg = optax.incremental_update(params, avg, 1.0 - average)
+            return (params, opt, bal, avg), (total, parts)
 
-        (params, opt, bal), (tot, parts) = jax.lax.scan(
-            step, (state["params"], state["opt"], state["bal"]), (perm, keys))
-        rv = simulate_batch(params, model, table, val, None, 0.0)[..., :model.n_recorded]
-        val_total, _ = loss_of_rates(rv, params, val, st, cfg)  # one validation simulation
+        (params, opt, bal, avg), (tot, parts) = jax.lax.scan(
+            step, (state["params"], state["opt"], state["bal"], state.get("avg", ())), (perm, keys))
+        evaluated = avg if average else params
+        rv = simulate_batch(evaluated, model, table, val, None, 0.0)[..., :model.n_recorded]
+        val_total, _ = loss_of_rates(rv, evaluated, val, st, cfg)  # one validation simulation
         r = pooled_correlation(rv, val["target"], val["valid"])
         monitored = {"val_loss": val_total, "train_loss": tot.mean(),
                      "val_correlation": -jnp.nan_to_num(jnp.nanmean(r), nan=0.0)}[plateau_on]
@@ -371,6 +377,7 @@ def build_epoch(model: RateRNNConfig, cfg: LossConfig, tx: Optimizer, n_train: i
         metrics = {"train_loss": tot.mean(), **{k: v.mean() for k, v in parts.items()},
                    "val_loss": val_total, "val_correlation": jnp.nanmean(r), "r_neuron": r,
                    "lr_scale": opt[1].scale}
-        return {"params": params, "opt": opt, "bal": bal, "key": key}, metrics
+        new = {"params": params, "opt": opt, "bal": bal, "key": key}
+        return ({**new, "avg": avg} if average else new), metrics
 
     return jax.jit(epoch), n_batches

@@ -34,6 +34,12 @@ class DivergedError(NeurodslError):
     """Training produced a non-finite loss or non-finite parameters."""
 
 
+def evaluated(state: dict) -> dict:
+    """The parameters that are validated and written out: the moving average when
+    ``training.weight_average`` keeps one (``state["avg"]``), else the optimiser's parameters."""
+    return state.get("avg", state["params"])
+
+
 @dataclass(frozen=True)
 class FitRun:
     """The committed state after ``epoch`` epochs (replaced as a whole, never edited in place)."""
@@ -50,7 +56,7 @@ class FitRun:
     def advance(self, epoch: int, state: dict, entry: dict) -> "FitRun":
         corr = entry["val_correlation"]
         if np.isfinite(corr) and corr > self.best["corr"]:
-            best = {"corr": corr, "epoch": epoch, "since": 0, "params": state["params"]}
+            best = {"corr": corr, "epoch": epoch, "since": 0, "params": evaluated(state)}
         else:
             best = {**self.best, "since": self.best["since"] + 1}
         return replace(self, epoch=epoch, state=state, log=self.log + (entry,), best=best)
@@ -160,6 +166,8 @@ def fingerprint_dict(loaded) -> dict:
     if d["model"]["observation"] == "none" and not d["training"]["losses"]["lambda_obs"]:  # older checkpoints resume
         del d["model"]["observation"], d["training"]["losses"]["lambda_obs"]
     d["data"] = {k: v for k, v in d["data"].items() if v or k not in ("fields", "nwb")}  # older checkpoints resume
+    if not d["training"]["weight_average"]:  # older checkpoints resume
+        del d["training"]["weight_average"]
     return d
 
 

@@ -24,3 +24,16 @@ def test_every_shipped_spec_validates(path):
             load_spec(path)
         return
     assert load_spec(path).spec.name
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_the_resolved_spec_written_to_a_run_folder_loads_again_unchanged(path, tmp_path):
+    """Every run writes ``loaded.resolved_yaml`` as DIR/spec.yaml; it must validate to the same spec
+    (all defaults written out, so optional blocks such as training.force appear in it)."""
+    try:
+        loaded = load_spec(path)
+    except Exception:
+        pytest.skip("needs data or a teacher folder (see test_every_shipped_spec_validates)")
+    (tmp_path / "spec.yaml").write_text(loaded.resolved_yaml)
+    again = load_spec(tmp_path / "spec.yaml")
+    assert again.resolved_yaml == loaded.resolved_yaml

@@ -270,6 +270,10 @@ class RNNTrainingSpec(SpecModel):
                                 "process noise; train_loss = mean of the epoch's noisy minibatch losses)")
     warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up over this many epochs")
     clip_norm: float = Field(1.0, gt=0.0)
+    weight_average: float = Field(
+        0.0, ge=0.0, lt=1.0, description="decay per optimiser step of an exponential moving average of the "
+                                         "parameters (Polyak averaging; 0 = off): validation, the best epoch and "
+                                         "every output use the averaged parameters, the optimiser the raw ones")
     early_stopping_patience: int = Field(300, gt=0, description="epochs without a better val correlation")
     checkpoint_every: int = Field(100, gt=0)
     detail_every: int = Field(100, gt=0, description="epochs between detailed log entries / console blocks")
@@ -286,10 +290,18 @@ class RNNTrainingSpec(SpecModel):
         return self
 
     @model_validator(mode="after")
+    def _average(self):
+        if self.method == "force" and self.weight_average:
+            raise CrossFieldError(("weight_average",), "weight_average averages the optimiser's steps, but "
+                                  "method: force has no optimiser", "weight_average: 0 with method: force")
+        return self
+
+    @model_validator(mode="after")
     def _force_block(self):
-        if self.method != "force" and "force" in self.model_fields_set:
+        # a block equal to the defaults is allowed: every run folder's spec.yaml writes it out
+        if self.method != "force" and self.force != RNNForceSpec():
             raise CrossFieldError(("force",), f"training.force is only used by method: force (method is "
-                                  f"{self.method})", "method: force, or no force block")
+                                  f"{self.method})", "method: force, or no force block (or its defaults)")
         return self
 
 

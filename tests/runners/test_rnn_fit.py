@@ -145,3 +145,51 @@ def test_progress_in_a_log_file_is_plain_lines(tiny_data, tmp_path, capfd, monke
     err = capfd.readouterr().err
     assert "\r" not in err and "\x1b[" not in err
     assert "3/3" in err   # the bar's final state is kept in the log
+
+
+def test_weight_average_is_the_moving_average_of_the_steps(tiny_data, tmp_path):
+    """training.weight_average: the raw parameters follow the same optimiser path as without it; the
+    kept average is decay * previous + (1 - decay) * new after each step (full batch: one step per
+    epoch); validation, the best epoch and best.npz use the average; resume stays bit-identical."""
+    import jax
+    from neurodsl.compile.rate_rnn import simulate_batch
+    from neurodsl.runners import rnn_losses as L
+    from neurodsl.runners.rnn_fit import Trainer
+    a = 0.6
+    tr = Trainer(spec(tiny_data, f"training.weight_average={a}"), prepare_data(spec(tiny_data)))
+    plain = Trainer(spec(tiny_data), prepare_data(spec(tiny_data)))
+    assert tr.n_batches == 1 and "avg" not in plain.state0
+    s1, m1 = tr.epoch_fn(tr.state0)
+    s2, m2 = tr.epoch_fn(s1)
+    q1, _ = plain.epoch_fn(plain.state0)
+    q2, _ = plain.epoch_fn(q1)
+    leaves = lambda t: [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(t)]  # noqa: E731
+    for x, y in zip(leaves(s2["params"]), leaves(q2["params"])):
+        np.testing.assert_array_equal(x, y)
+    for p0, p1, p2, avg in zip(leaves(tr.state0["params"]), leaves(s1["params"]), leaves(s2["params"]),
+                               leaves(s2["avg"])):
+        np.testing.assert_allclose(avg, a * (a * p0 + (1 - a) * p1) + (1 - a) * p2, rtol=1e-5, atol=1e-7)
+    rv = simulate_batch(s2["avg"], tr.cfg, tr.table, tr.val_arrays, None, 0.0)[..., :tr.cfg.n_recorded]
+    r = L.pooled_correlation(rv, tr.val_arrays["target"], tr.val_arrays["valid"])
+    np.testing.assert_allclose(float(m2["val_correlation"]), float(np.nanmean(np.asarray(r))), rtol=1e-5)
+
+    straight = run_rnn_fit(spec(tiny_data, "training.epochs=4", f"training.weight_average={a}",
+                                "training.checkpoint_every=1"), tmp_path / "a", progress=False, outputs=False)
+    run_rnn_fit(spec(tiny_data, "training.epochs=2", f"training.weight_average={a}"), tmp_path / "b",
+                progress=False, outputs=False)
+    resumed = run_rnn_fit(spec(tiny_data, "training.epochs=4", f"training.weight_average={a}"), tmp_path / "b",
+                          resume=True, progress=False, outputs=False)
+    strip = lambda log: json.dumps([{k: v for k, v in e.items() if k != "epoch_time"} for e in log])  # noqa: E731
+    assert strip(resumed["log"]) == strip(straight["log"])  # (json: NaN entries compare equal)
+    ck = tmp_path / "a" / "checkpoints"
+    best = load_checkpoint(ck / "best.npz").tree
+    final = load_checkpoint(ck / "final.npz").tree
+    at_best = load_checkpoint(ck / f"epoch_{straight['best_epoch']:05d}.npz").tree
+    # best.npz is that epoch's average, not its raw parameters
+    assert all(np.array_equal(best[k], at_best[f"['state']['avg']{k}"]) for k in best)
+    assert any(not np.array_equal(final[f"['state']['avg']{k}"], final[f"['state']['params']{k}"]) for k in best)
+
+
+def test_weight_average_needs_an_optimiser(tiny_data):
+    with pytest.raises(SpecError, match="weight_average"):
+        spec(tiny_data, "training.weight_average=0.9", "training.method=force")
