@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             rows.append({"item": item, "error": f"timeout after {a.timeout:.0f} s"})
         rows[-1]["wall_s"] = time.perf_counter() - t0
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"\n| item | seconds | unit | peak MB | detail | device | wall s |\n|---|---:|---|---:|---|---|---:|")
+    print("\n| item | seconds | unit | peak MB | detail | device | wall s |\n|---|---:|---|---:|---|---|---:|")
     for r in rows:
         if "error" in r:
             print(f"| {r['item']} | - | - | - | {r['error'][:80]} | - | {r['wall_s']:.0f} |")

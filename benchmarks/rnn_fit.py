@@ -5,6 +5,7 @@
     python benchmarks/rnn_fit.py synthetic [--epochs 300]
     python benchmarks/rnn_fit.py continuous-speed [--epochs 20]
     python benchmarks/rnn_fit.py continuous [--epochs 300]
+    python benchmarks/rnn_fit.py ensemble --seeds 42 1 2 3 4 --out DIR [--set key=value ...]
 
 ``speed``: the 08_13 recording (<repo>/../shared/data/activity/...), full training
 set, full config of spec/final_rnn.yaml; compiles once, then times ``--epochs``
@@ -16,6 +17,10 @@ continuous eye-trace inputs and W_in x 5 (a validation ceiling ~0.95, so r >= 0.
 reachable), 600 trials x 120 bins (every (trial, bin) input row
 distinct, so the per-batch embedding path runs): s/epoch, and a full run of
 ``--epochs`` (wall time, best validation r, ceiling, r vs ground truth).
+``ensemble``: 08_13 fitted once per ``--seeds`` (initialisation, noise and batches; the
+validation split stays ``data.split_seed: 42``) into DIR/s<seed> (a seed whose fit.nc
+exists is not fitted again), then the metrics of each fit and of the mean of their
+noise-free validation rates (pooled and condition r, bits/spike, PSTH R2).
 Prints one JSON line per result.  Skips with a message if the recording
 is absent.
 """
@@ -114,20 +119,57 @@ def continuous(epochs: int, overrides: list[str]) -> dict:
             "overrides": overrides, **_machine()}
 
 
+def ensemble(seeds: list[int], overrides: list[str], out: str | None) -> dict:
+    import numpy as np
+    import xarray as xr
+    from neurodsl.analysis.rnn_report import FitArrays, metrics
+    from neurodsl.runners.rnn_fit import prepare_data, run_rnn_fit
+    from neurodsl.spec import load_spec
+    root = Path(out or ROOT / "results" / "bench_rnn_ensemble_08_13")
+    common = [f"data.file={REAL.resolve()}", "data.split_seed=42", *overrides]
+    for seed in seeds:
+        if not (root / f"s{seed}" / "fit.nc").is_file():
+            run_rnn_fit(load_spec(SPEC, [*common, f"seed={seed}"]), root / f"s{seed}", progress=False,
+                        resume=(root / f"s{seed}" / "checkpoints").is_dir())
+    loaded = load_spec(SPEC, [*common, f"seed={seeds[0]}"])
+    d = prepare_data(loaded)  # the split depends on data.split_seed only: the same for every seed
+    rates = []
+    for seed in seeds:
+        with xr.open_dataset(root / f"s{seed}" / "fit.nc") as f:
+            if not np.array_equal(f["trial"].values, d.ds["trial"].values[d.val]):
+                raise SystemExit(f"{root / f's{seed}'}: validation trials differ from data.split_seed 42")
+            rates.append(f["rate_model"].values.astype(np.float64))
+
+    def head(rate):
+        a = FitArrays(ds=d.ds, train=d.train, val=d.val, cond=d.cond, cond_names=d.cond_names, bin_ms=d.bin_ms,
+                      rate_model=rate, rate_model_noisy=rate, rate_hidden=np.zeros(rate.shape[:2] + (0,)),
+                      valid=d.valid, weights={}, unit_ei=np.array([]), attention=None, readout=None,
+                      input_names=[], ground_truth=None,
+                      smooth_ms=loaded.spec.training.losses.psth_smooth.internal)
+        h = metrics(a)[1]["head"]
+        return {k: h.get(k) for k in ("r_pooled", "r_condition", "bits_per_spike", "psth_r2", "ceiling_pooled",
+                                      "ceiling_pooled_lo", "ceiling_pooled_hi")}
+    return {"bench": "rnn_fit_ensemble_08_13", "seeds": seeds, "per_seed": [head(r) for r in rates],
+            "ensemble": head(np.mean(rates, axis=0)), "overrides": overrides, "out_dir": str(root), **_machine()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("speed", "fit", "synthetic", "continuous-speed", "continuous"))
+    ap.add_argument("what", choices=("speed", "fit", "synthetic", "continuous-speed", "continuous",
+                                           "ensemble"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    if a.what in ("speed", "fit") and not REAL.is_file():
+    if a.what in ("speed", "fit", "ensemble") and not REAL.is_file():
         print(f"SKIP: recording not found at {REAL} (needs <repo>/../shared/data/activity/)", file=sys.stderr)
         return 0
     res = {"speed": lambda: speed(a.epochs, a.overrides), "fit": lambda: fit(a.overrides, a.out),
            "synthetic": lambda: synthetic(a.epochs, a.overrides),
            "continuous-speed": lambda: speed(a.epochs, a.overrides, _continuous_file(), "rnn_fit_continuous_speed"),
-           "continuous": lambda: continuous(a.epochs, a.overrides)}[a.what]()
+           "continuous": lambda: continuous(a.epochs, a.overrides),
+           "ensemble": lambda: ensemble(a.seeds, a.overrides, a.out)}[a.what]()
     print(json.dumps(res))
     return 0
 

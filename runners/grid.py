@@ -78,7 +78,6 @@ def run_point(payload: dict):
     from neurodsl.runners.simulate import configure_precision, run_network
     spec = NetworkInferenceSpec.model_validate(payload["spec"])
     configure_precision(spec.precision)
-    import jax.numpy as jnp
     from neurodsl.compile.generator import generate
     from neurodsl.compile.olfactory import constant_rate_network, effective_scaling
     from neurodsl.io.structure import load_structure
@@ -86,7 +85,6 @@ def run_point(payload: dict):
     seed, key = int(payload["seed"]), payload["key"]
     s = load_structure(spec.network.structure) if spec.network.structure else generate(spec.generator, seed)
     dt = spec.dt.internal
-    dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
     net, order = constant_rate_network(spec.network, s, input_rate_hz=spec.simulation.input_rate.internal,
                                        dt=spec.dt, duration=spec.duration, precision=spec.precision, seed=seed)
     trials = spec.simulation.trials

@@ -236,7 +236,7 @@ class ForceEngine:
     """The compiled pass and validation of one Trainer (:class:`~.rnn_fit.Trainer`)."""
 
     def __init__(self, tr, loaded):
-        spec, fs = loaded.spec, loaded.spec.training.force
+        fs = loaded.spec.training.force
         self.tr, self.fc, cfg, d = tr, ForceConfig.from_spec(fs), tr.cfg, tr.data
         dtype = tr.table.dtype
         rec = cfg.n_recorded
@@ -259,7 +259,7 @@ class ForceEngine:
 
     def fresh_state(self, params, key) -> dict:
         """FORCE state before pass 1 (h0 from the data when ``h0_from_data``)."""
-        cfg, d = self.tr.cfg, self.tr.data
+        cfg = self.tr.cfg
         if self.h0_from_data:
             y0, v0 = np.asarray(self.train["target"][:, 0], np.float64), np.asarray(self.train["valid"][:, 0])
             mean0 = (y0 * v0[:, None]).sum(0) / max(v0.sum(), 1.0)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodsl.errors import DataError, Location
-from neurodsl.spec import LoadedSpec, load_spec
+from neurodsl.spec import LoadedSpec
 
 from .checkpoint import atomic_write_text
 from .homeostatic import loss_context, loss_weights, tuned_structure

@@ -186,8 +186,7 @@ def simulate_conditions(loaded: LoadedSpec, out_dir: str | Path | None = None, *
     ``duration`` (e.g. ``"2 s"``) default to the spec's ``dashboard`` section.  The trial coord
     ``condition`` names them.  With ``out_dir`` writes ``out_dir/conditions.nc``.
     """
-    from neurodsl.compile.olfactory import network_yaml, resolve_structure, teacher_network_spec
-    from .checkpoint import atomic_write_text
+    from neurodsl.compile.olfactory import resolve_structure
     from neurodsl.io.dataset import write_netcdf
 
     spec = loaded.spec
