@@ -29,7 +29,7 @@ from neurodsl.spec import LoadedSpec
 from . import fit_objectives as FO
 from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
 from .spiking_state import prepare_run
-from .spiking_train import _Signals, write_metrics
+from .spiking_train import _Signals, make_optimizer, write_metrics
 
 
 class FitTrainer:
@@ -40,7 +40,6 @@ class FitTrainer:
 
     def __init__(self, spec):
         import jax.numpy as jnp
-        import optax
         from neurodsl.compile import compile_network
         from neurodsl.compile.spikes import SurrogateHeaviside
         t, sg = spec.training, spec.training.surrogate
@@ -58,11 +57,7 @@ class FitTrainer:
                             field="training.chunk", expected="a chunk that is a multiple of every fano bin")
         self.V_th = jnp.asarray(np.concatenate([np.full(p.info.size, p.V_th) for p in self.net.populations.values()]),
                                 self.net.dtype)
-        total = t.epochs * t.updates_per_epoch
-        lr = t.learning_rate if t.lr_final_fraction == 1.0 else optax.cosine_decay_schedule(
-            t.learning_rate, total, alpha=t.lr_final_fraction)
-        adam = optax.adam if t.optimizer == "adam" else optax.optimistic_adam_v2
-        self.optimizer = optax.chain(optax.clip_by_global_norm(t.grad_clip), adam(lr, b1=t.momentum, b2=t.adam_b2))
+        self.optimizer = make_optimizer(t, t.epochs * t.updates_per_epoch)
         from . import devices
         self.mesh = devices.trial_mesh(self.B, "training.batch trials")  # trials over devices; None: one
         self.update = devices.parallel(self._make_update(), self.mesh)

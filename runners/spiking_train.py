@@ -77,11 +77,18 @@ class TrainResult:
 
 
 def make_optimizer(training, total_updates: int = 1):
+    """Global-norm clipping then Adam (or optimistic Adam) for every spiking trainer: ``learning_rate``
+    with an optional cosine decay over ``total_updates`` to ``lr_final_fraction``; ``optimizer``,
+    ``momentum`` (b1) and ``adam_b2`` where the training block declares them (``kind: fit``), else
+    optax's defaults (the student and homeostatic blocks)."""
     import optax
     lr = training.learning_rate
     if training.lr_final_fraction < 1.0:
         lr = optax.cosine_decay_schedule(lr, max(total_updates, 1), alpha=training.lr_final_fraction)
-    return optax.chain(optax.clip_by_global_norm(training.grad_clip), optax.adam(lr))
+    kind = getattr(training, "optimizer", "adam")
+    adam = optax.adam if kind == "adam" else optax.optimistic_adam_v2
+    return optax.chain(optax.clip_by_global_norm(training.grad_clip),
+                       adam(lr, b1=getattr(training, "momentum", 0.9), b2=getattr(training, "adam_b2", 0.999)))
 
 
 def make_update(setup: TrainSetup, optimizer):
