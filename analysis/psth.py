@@ -356,7 +356,7 @@ def noise_ceiling_ci(rate_train, rate_val, n_boot: int = 100, n_splits: int = 10
                             units="1")
 
 
-# ------------------------------------------- PSTH baselines (see analysis.stats.psth_baselines)
+# ------------------------------------------- PSTH baselines (see analysis.baselines)
 
 def pooled_psth_r(pred, target, valid) -> np.ndarray:
     """Per-neuron Pearson r over time of the valid-bin trial averages of ``pred`` and ``target``

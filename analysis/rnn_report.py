@@ -32,7 +32,8 @@ import xarray as xr
 from .nlb import observation_metrics, sample_observations
 from .pca import pca, project
 from .psth import noise_ceiling, noise_ceiling_ci, psth, psth_correlation, smooth_time, zscore_psth
-from .stats import fano_factor, psth_baselines
+from .baselines import psth_baselines
+from .stats import fano_factor
 
 
 @dataclass
@@ -375,7 +376,8 @@ def _observation_lines(s: dict, f) -> list[str]:
 
 
 BASELINES = {"raw_psth": "raw training PSTH", "smoothed_psth": "smoothed training PSTH",
-             "condition_psth": "per-condition training PSTH", "ridge_lagged_inputs": "ridge from lagged inputs"}
+             "condition_psth": "per-condition training PSTH",
+             "lowrank_psth": "low-rank smoothed training PSTH", "ridge_lagged_inputs": "ridge from lagged inputs"}
 
 
 def _baseline_lines(s: dict, fit: xr.Dataset, f) -> list[str]:
@@ -385,7 +387,7 @@ def _baseline_lines(s: dict, fit: xr.Dataset, f) -> list[str]:
     out = ["", "## Model vs baselines vs noise ceiling", "",
            "Pooled validation r (the training log's validation correlation), mean over neurons; baselines "
            "predict the validation trials from the training trials only (smoothing and ridge penalty chosen "
-           "on training halves, `neurodsl.analysis.stats.psth_baselines`).", "",
+           "on training halves, `neurodsl.analysis.baselines.psth_baselines`).", "",
            "| predictor | r | r / ceiling | how |", "|---|---|---|---|",
            f"| **RNN (best parameters)** | {f(s['r_pooled'])} | {ratio(s['r_pooled'])} | |"]
     out += [f"| {label} | {f(s[f'r_baseline_{k}'])} | {ratio(s[f'r_baseline_{k}'])} | {s[f'baseline_{k}_how']} |"

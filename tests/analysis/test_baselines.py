@@ -5,7 +5,7 @@ import numpy as np
 import xarray as xr
 
 from neurodsl.analysis.psth import noise_ceiling_ci, pooled_psth_r
-from neurodsl.analysis.stats import psth_baselines
+from neurodsl.analysis.baselines import psth_baselines
 
 BIN = 25.0
 
@@ -67,3 +67,24 @@ def test_smoothing_is_chosen_on_training_trials():
     base = psth_baselines(rate, valid, np.zeros((60, 80, 1)), cond, tr, va, BIN)
     assert base["smoothed_psth"][1] != "sigma 0 ms"
     assert np.nanmean(base["smoothed_psth"][0]) > np.nanmean(base["raw_psth"][0]) + 0.05
+
+
+def test_lowrank_psth_shares_structure_across_neurons():
+    """Forty noisy neurons share one time course (rank 1): truncating the smoothed training PSTH to
+    the rank chosen on training halves predicts the validation trials better than smoothing alone, and
+    full rank gives the smoothed PSTH back."""
+    from neurodsl.analysis.baselines import _truncate
+    rng = np.random.default_rng(5)
+    t, n, k = 60, 40, 40
+    f = np.exp(-0.5 * ((np.arange(t) - 25.0) / 6.0) ** 2) - 0.5 * np.exp(-0.5 * ((np.arange(t) - 45.0) / 4.0) ** 2)
+    mu = 20.0 + np.outer(f, rng.uniform(5.0, 20.0, n))                     # (t, n) sp/s, rank 1 + offset
+    rate = rng.poisson(np.broadcast_to(mu, (k, t, n)) * BIN / 1000.0) / (BIN / 1000.0)
+    cond, valid = np.zeros(k, int), np.ones((k, t))
+    tr, va = np.arange(24), np.arange(24, k)
+    base = psth_baselines(rate, valid, np.zeros((k, t, 1)), cond, tr, va, BIN)
+    rank = int(base["lowrank_psth"][1].split("rank ")[1].split()[0])
+    assert rank <= 2, base["lowrank_psth"][1]
+    # seeds 5-8 measured +0.03-0.04 over the smoothed PSTH (0.49-0.52)
+    assert np.nanmean(base["lowrank_psth"][0]) > np.nanmean(base["smoothed_psth"][0]) + 0.015
+    p = rng.random((t, n))
+    np.testing.assert_allclose(_truncate(p, n), p, atol=1e-10)
