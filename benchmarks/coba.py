@@ -2,7 +2,8 @@
 
 Prints, from one invocation, the loop time per simulated second (compilation
 excluded) at each size with 80 synapses per neuron on average, and the ratios
-compiled / hand-written and compiled / Brian2-C++ (when a Brian2 interpreter is
+compiled / hand-written and compiled / Brian2-C++, for the XLA core ("compiled") and for the same
+network under ``engine: loop`` ("loop", the generated Numba loop), (when a Brian2 interpreter is
 given, or importable here: brian2 2.9 needs numpy < 2.4; see
 benchmarks/reference/README.md).  ``--brian2-method`` runs both sides in the same
 integration method: the spec's neurons get ``method`` (euler or exp_euler) and Brian2
@@ -63,6 +64,33 @@ def compiled(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler"
     spikes = jax.block_until_ready(run(idx))
     loop = time.perf_counter() - t0
     return {"loop_s": loop, "rate_hz": float(np.asarray(spikes).mean() / (spec.dt.internal * 1e-3)), "steps": steps}
+
+
+def looped(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") -> dict:
+    """Loop time of the same compiled network under ``engine: loop`` (neurodsl/compile/loop.py): the
+    generated Numba loop over the whole run, second call (the first compiles), events recorded."""
+    import jax
+    from neurodsl.compile import compile_network
+    from neurodsl.compile.loop import ChunkLoop
+    from neurodsl.spec import load_spec
+
+    ne, ni = int(n * 0.8), n - int(n * 0.8)
+    sets = [f"populations.E.size={ne}", f"populations.I.size={ni}", f"seed={seed}"]
+    sets += [f"projections[{i}].connectivity.p={80 / n}" for i in range(4)]
+    sets += [f"populations.{pop}.neuron.method={method}" for pop in ("E", "I")]
+    spec = load_spec(REPO / "spec" / "coba.yaml", sets).spec
+    net = compile_network(spec)
+    steps = int(round(duration_s * 1e3 / spec.dt.internal))
+    net.init_state(1, seed)
+    state0 = net.read_state()
+    loop = ChunkLoop(net)
+    cap = steps * n // 50  # 200 Hz per neuron
+    loop.run(jax.tree.map(np.array, state0), 0, 10, cap, False)  # compile
+    st = jax.tree.map(np.array, state0)
+    t0 = time.perf_counter()
+    _, _, count, _, _ = loop.run(st, 0, steps, cap, False)
+    secs = time.perf_counter() - t0
+    return {"loop_s": secs, "rate_hz": float(count[0] / n / duration_s)}
 
 
 def handwritten(n: int, duration_s: float, seed: int = 0) -> dict:
@@ -156,16 +184,19 @@ def main(argv=None):
     for method in methods:
         print(f"# method: neurodsl {method}, Brian2 {BRIAN2_METHOD[method]} (hand-written: brainpy's own)")
         print(f"{'N':>7} {'compiled s':>11} {'hand s':>8} {'brian2 s':>9} {'comp/hand':>10} {'comp/brian2':>12} "
-              f"{'rate Hz':>8}")
+              f"{'rate Hz':>8} {'loop s':>8} {'loop/brian2':>12} {'loop Hz':>8}")
         for n in args.sizes:
             c = compiled(n, args.duration, method=method)
+            lp = looped(n, args.duration, method=method)
             if n not in hand:
                 hand[n] = handwritten(n, args.duration)
             b = brian2(python, n, args.duration, method) if python else None
             cs, hs = c["loop_s"] / args.duration, hand[n]["loop_s"] / args.duration
             bs = b["loop_time_per_sim_second"] if b else None
             print(f"{n:>7} {cs:>11.3f} {hs:>8.3f} {bs if bs is not None else float('nan'):>9.3f} "
-                  f"{cs / hs:>10.2f} {(cs / bs) if bs else float('nan'):>12.2f} {c['rate_hz']:>8.2f}", flush=True)
+                  f"{cs / hs:>10.2f} {(cs / bs) if bs else float('nan'):>12.2f} {c['rate_hz']:>8.2f} "
+                  f"{lp['loop_s'] / args.duration:>8.3f} {(lp['loop_s'] / args.duration / bs) if bs else float('nan'):>12.2f} "
+                  f"{lp['rate_hz']:>8.2f}", flush=True)
     print(f"# load average {' '.join(f'{x:.2f}' for x in _loadavg())}")
 
 

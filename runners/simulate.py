@@ -47,6 +47,7 @@ class SimulationResult:
     n_spikes: int = 0              # network spikes (sources excluded)
     reruns: int = 0                # chunks run again because a recording buffer was too small
     timed_steps: int = 0           # steps that loop_s covers
+    engine: str = "xla"            # what stepped the network: xla or loop
 
 
 def chunk_plan(n_steps: int, chunk_steps: int, bin_steps: int) -> list[tuple[int, int]]:
@@ -75,6 +76,8 @@ class SpikeRecorder:
     ``capacity`` (buffer entries per chunk) and ``step_capacity`` (non-zero words per step) are
     starting values; they only grow.
     """
+
+    engine = "xla"
 
     def __init__(self, net, chunk_steps: int, record_voltage: bool, record_sources: bool,
                  capacity: int | None = None, step_capacity: int | None = None):
@@ -219,7 +222,7 @@ def _fitting_span(nnz: np.ndarray, max_entries: int, bin_steps: int) -> int:
 def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_voltage=False,
                 progress: bool = True, record_sources: bool = False, start_step: int = 0, *,
                 sink=None, capacity: int | None = None, step_capacity: int | None = None,
-                max_entries: int = MAX_ENTRIES) -> SimulationResult:
+                max_entries: int = MAX_ENTRIES, engine: str = "xla") -> SimulationResult:
     """Advance an initialised network ``n_steps`` from ``start_step``; memory is bounded by one chunk.
 
     Event steps count from ``start_step``.  With ``record_sources`` the spikes of the input sources (e.g. mitral cells)
@@ -227,11 +230,18 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     :class:`neurodsl.io.dataset.SpikingWriter`) receives each chunk's network events, rates and voltages
     instead of the result; ``capacity`` / ``step_capacity`` / ``max_entries``: see :class:`SpikeRecorder`.
     The trials are split over the visible devices (:mod:`neurodsl.runners.devices`; same spikes).
+    ``engine``: ``xla``, ``loop`` or ``auto`` (:class:`neurodsl.spec.spec.SimulationSpec`).
     """
     from neurodsl.progress import progress_bar
 
     from . import devices
     plan = chunk_plan(n_steps, chunk_steps, bin_steps)
+    if engine != "xla":
+        from .loop_recorder import LoopRecorder, loop_applies
+        if loop_applies(net, engine):
+            rec = LoopRecorder(net, plan[0][1] if plan else 1, record_voltage, capacity)
+            return _run_chunks(net, rec, plan, n_steps, bin_steps, record_voltage, progress, False,
+                               start_step, sink, max_entries, progress_bar)
     rec = SpikeRecorder(net, plan[0][1] if plan else 1, record_voltage, record_sources, capacity, step_capacity)
     mesh = devices.trial_mesh(rec.batch)  # trials split over the devices (runners/devices.py); None: one
     devices.shard_network(net, mesh)
@@ -276,10 +286,10 @@ def _run_chunks(net, rec, plan, n_steps, bin_steps, record_voltage, progress, re
     wall = time.perf_counter() - t0
     source_events = {k: _concat_events(p) for k, p in src_parts.items()} if record_sources else None
     if memory is None:
-        return SimulationResult(None, None, None, wall, loop_s, source_events, n_spikes, reruns, timed)
+        return SimulationResult(None, None, None, wall, loop_s, source_events, n_spikes, reruns, timed, rec.engine)
     voltage = np.concatenate(memory.volts, axis=1) if record_voltage else None
     return SimulationResult(memory.events(), memory.rate, voltage, wall, loop_s, source_events, n_spikes,
-                            reruns, timed)
+                            reruns, timed, rec.engine)
 
 
 def simulate(loaded: LoadedSpec, out_dir: str | Path | None = None, *, progress: bool = True,
@@ -308,11 +318,12 @@ def simulate(loaded: LoadedSpec, out_dir: str | Path | None = None, *, progress:
     def attrs(res):
         return provenance_attrs(loaded.resolved_yaml, loaded.sha256, spec.seed, spec_name=spec.name,
                                 precision=spec.precision, wall_time_s=res.wall_s, loop_time_s=res.loop_s,
-                                timed_steps=res.timed_steps, recording_reruns=res.reruns,
+                                timed_steps=res.timed_steps, recording_reruns=res.reruns, engine=res.engine,
                                 n_synapses=int(sum(p.n_synapses for p in net.projections)))
 
     if not (write and out_dir is not None):
-        res = run_network(net, spec.n_steps, bin_steps, chunk_steps, voltage, progress, **record)
+        res = run_network(net, spec.n_steps, bin_steps, chunk_steps, voltage, progress, engine=spec.engine,
+                          **record)
         return spiking_dataset(res.events, res.rate, dt_ms=dt, n_steps=spec.n_steps, bin_ms=bin_steps * dt,
                                population=population, ei=ei, attrs=attrs(res), voltage=res.voltage)
     import xarray as xr
@@ -323,7 +334,8 @@ def simulate(loaded: LoadedSpec, out_dir: str | Path | None = None, *, progress:
                            n_neurons=net.n_neurons, dt_ms=dt, n_steps=spec.n_steps, bin_ms=bin_steps * dt,
                            population=population, ei=ei, voltage=voltage)
     try:
-        res = run_network(net, spec.n_steps, bin_steps, chunk_steps, voltage, progress, sink=writer, **record)
+        res = run_network(net, spec.n_steps, bin_steps, chunk_steps, voltage, progress, sink=writer,
+                          engine=spec.engine, **record)
         path = writer.close(attrs(res))
     finally:
         writer.abort()

@@ -28,3 +28,19 @@ def x64():
         yield
     finally:
         configure_precision("float32")
+
+
+#: The slowest test files (``pytest --durations``), run first: ``--dist loadfile`` hands whole files
+#: to the workers in collection order, so a slow file collected last leaves the other worker idle.
+SLOW_FIRST = ("runners/test_failure_safety.py", "runners/test_rnn_fit.py", "analysis/test_figures.py",
+              "test_readme_workflow.py", "runners/test_student_eprop.py", "runners/test_student.py",
+              "runners/test_rnn_force.py", "compile/test_core.py", "runners/test_student_safety.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {f: i for i, f in enumerate(SLOW_FIRST)}
+
+    def key(item):
+        rel = Path(str(item.fspath)).relative_to(REPO / "tests").as_posix()
+        return rank.get(rel, len(SLOW_FIRST))
+    items.sort(key=key)  # stable: the order within a file and among the others is kept

@@ -195,6 +195,12 @@ def _max_value(v) -> float:
 
 
 class SimulationSpec(NetworkSpec):
-    """``kind: simulation``: run the network and write ``simulation.nc``."""
+    """``kind: simulation``: run the network and write ``simulation.nc``.
+
+    ``engine``: how the compiled network is stepped.  ``xla``: the core's step inside one jitted loop
+    per chunk (any network, any device); ``loop``: the same network generated as one Numba loop per
+    chunk (:mod:`neurodsl.compile.loop`; CPU, networks without random input sources; in float64 the
+    same spikes as ``xla``); ``auto``: ``loop`` when it applies and JAX runs on the CPU, else ``xla``."""
 
     kind: Literal["simulation"]
+    engine: Literal["auto", "xla", "loop"] = "auto"

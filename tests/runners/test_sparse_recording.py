@@ -93,7 +93,7 @@ def test_sources_and_voltage_recorded_with_tiny_buffers():
 
 def test_streamed_file_equals_in_memory_dataset(tmp_path):
     loaded = load_spec(REPO / "spec" / "coba.yaml", SMALL + ["outputs.chunk=12 ms", "outputs.rate_bin=5 ms",
-                                                             "outputs.record_voltage=true"])
+                                                             "outputs.record_voltage=true", "engine=xla"])
     mem = simulate(loaded, progress=False, write=False)
     streamed = simulate(loaded, tmp_path, progress=False, capacity=8, step_capacity=2)
     with xr.open_dataset(tmp_path / "simulation.nc") as back:
