@@ -30,23 +30,28 @@ REPO = Path(__file__).resolve().parents[1]
 BRIAN2_METHOD = {"euler": "euler", "exp_euler": "exponential_euler"}  # neurodsl name -> Brian2's
 
 
+def _coba(n: int, duration_s: float, seed: int, method: str):
+    """spec/coba.yaml at ``n`` neurons (80 % E) with 80 synapses per neuron on average, compiled:
+    (spec, network, steps of ``duration_s``)."""
+    from neurodsl.compile import compile_network
+    from neurodsl.spec import load_spec
+
+    ne, ni = int(n * 0.8), n - int(n * 0.8)
+    sets = [f"populations.E.size={ne}", f"populations.I.size={ni}", f"seed={seed}"]
+    sets += [f"projections[{i}].connectivity.p={80 / n}" for i in range(4)]
+    sets += [f"populations.{pop}.neuron.method={method}" for pop in ("E", "I")]
+    spec = load_spec(REPO / "spec" / "coba.yaml", sets).spec
+    return spec, compile_network(spec), int(round(duration_s * 1e3 / spec.dt.internal))
+
+
 def compiled(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") -> dict:
     """Loop time of spec/coba.yaml compiled by neurodsl: the jitted step loop, timed like the
     hand-written one (second call of the same jitted function, spikes returned)."""
     import brainstate
     import jax
     import jax.numpy as jnp
-    from neurodsl.compile import compile_network
-    from neurodsl.spec import load_spec
 
-    ne, ni = int(n * 0.8), n - int(n * 0.8)
-    p = 80 / n
-    sets = [f"populations.E.size={ne}", f"populations.I.size={ni}", f"seed={seed}"]
-    sets += [f"projections[{i}].connectivity.p={p}" for i in range(4)]
-    sets += [f"populations.{pop}.neuron.method={method}" for pop in ("E", "I")]
-    spec = load_spec(REPO / "spec" / "coba.yaml", sets).spec
-    net = compile_network(spec)
-    steps = int(round(duration_s * 1e3 / spec.dt.internal))
+    spec, net, steps = _coba(n, duration_s, seed, method)
 
     def body(i):
         spikes = net.update(i)
@@ -70,17 +75,9 @@ def looped(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") 
     """Loop time of the same compiled network under ``engine: loop`` (neurodsl/compile/loop.py): the
     generated Numba loop over the whole run, second call (the first compiles), events recorded."""
     import jax
-    from neurodsl.compile import compile_network
     from neurodsl.compile.loop import ChunkLoop
-    from neurodsl.spec import load_spec
 
-    ne, ni = int(n * 0.8), n - int(n * 0.8)
-    sets = [f"populations.E.size={ne}", f"populations.I.size={ni}", f"seed={seed}"]
-    sets += [f"projections[{i}].connectivity.p={80 / n}" for i in range(4)]
-    sets += [f"populations.{pop}.neuron.method={method}" for pop in ("E", "I")]
-    spec = load_spec(REPO / "spec" / "coba.yaml", sets).spec
-    net = compile_network(spec)
-    steps = int(round(duration_s * 1e3 / spec.dt.internal))
+    _, net, steps = _coba(n, duration_s, seed, method)
     net.init_state(1, seed)
     state0 = net.read_state()
     loop = ChunkLoop(net)

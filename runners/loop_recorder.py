@@ -34,23 +34,21 @@ class LoopRecorder:
 
     def __init__(self, net, chunk_steps: int, record_voltage: bool, capacity: int | None = None):
         from neurodsl.compile.loop import ChunkLoop
-        self.net, self.loop = net, ChunkLoop(net)
-        self.names, self.sources = list(net.populations), []
-        self.batch = int(net.populations[self.names[0]].V.value.shape[0])
+        self.net, self.loop, self.sources = net, ChunkLoop(net), []
+        self.batch = int(next(iter(net.populations.values())).V.value.shape[0])
         self.record_voltage = record_voltage
         self.capacity = capacity or _pow2(max(1024, chunk_steps * net.n_neurons // 200))  # per trial: 50 Hz at dt 0.1 ms
-        self.compiled: set = set()
+        self.compiled = False  # the first run compiles the loop (one batch size per recorder)
 
     def run(self, first: int, n: int):
         """Steps ``first .. first + n`` -> (ok, steps, neurons, per-step counts, V, seconds or None when compiling)."""
         import jax
         import jax.numpy as jnp
-        state = jax.tree.map(lambda x: np.array(x), self.net.read_state())
-        fresh = (self.batch > 1) not in self.compiled
+        state = jax.tree.map(np.array, self.net.read_state())
+        fresh, self.compiled = not self.compiled, True
         t0 = time.perf_counter()
         steps, cols, count, per_step, volt = self.loop.run(state, first, n, self.capacity, self.record_voltage)
         secs = time.perf_counter() - t0
-        self.compiled.add(self.batch > 1)
         self.net.write_state(jax.tree.map(jnp.asarray, state))
         ok = bool(count.max(initial=0) <= self.capacity)
         self._count = count
