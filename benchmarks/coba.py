@@ -44,9 +44,10 @@ def _coba(n: int, duration_s: float, seed: int, method: str):
     return spec, compile_network(spec), int(round(duration_s * 1e3 / spec.dt.internal))
 
 
-def compiled(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") -> dict:
+def compiled(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler", repeats: int = 3) -> dict:
     """Loop time of spec/coba.yaml compiled by neurodsl: the jitted step loop, timed like the
-    hand-written one (second call of the same jitted function, spikes returned)."""
+    hand-written one (the same jitted function called again after it compiled, spikes returned; the
+    minimum over ``repeats`` calls, as the Brian2 script takes the minimum over its repeats)."""
     import brainstate
     import jax
     import jax.numpy as jnp
@@ -64,16 +65,20 @@ def compiled(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler"
     idx = jnp.arange(steps, dtype=jnp.int32)
     net.init_state(1, seed)
     jax.block_until_ready(run(idx))
-    net.init_state(1, seed)
-    t0 = time.perf_counter()
-    spikes = jax.block_until_ready(run(idx))
-    loop = time.perf_counter() - t0
-    return {"loop_s": loop, "rate_hz": float(np.asarray(spikes).mean() / (spec.dt.internal * 1e-3)), "steps": steps}
+    loops = []
+    for _ in range(repeats):
+        net.init_state(1, seed)
+        t0 = time.perf_counter()
+        spikes = jax.block_until_ready(run(idx))
+        loops.append(time.perf_counter() - t0)
+    return {"loop_s": min(loops), "rate_hz": float(np.asarray(spikes).mean() / (spec.dt.internal * 1e-3)),
+            "steps": steps}
 
 
-def looped(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") -> dict:
+def looped(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler", repeats: int = 3) -> dict:
     """Loop time of the same compiled network under ``engine: loop`` (neurodsl/compile/loop.py): the
-    generated Numba loop over the whole run, second call (the first compiles), events recorded."""
+    generated Numba loop over the whole run from the same initial state, events recorded; the minimum
+    over ``repeats`` runs after the one that compiles."""
     import jax
     from neurodsl.compile.loop import ChunkLoop
 
@@ -83,14 +88,16 @@ def looped(n: int, duration_s: float, seed: int = 0, method: str = "exp_euler") 
     loop = ChunkLoop(net)
     cap = steps * n // 50  # 200 Hz per neuron
     loop.run(jax.tree.map(np.array, state0), 0, 10, cap, False)  # compile
-    st = jax.tree.map(np.array, state0)
-    t0 = time.perf_counter()
-    _, _, count, _, _ = loop.run(st, 0, steps, cap, False)
-    secs = time.perf_counter() - t0
-    return {"loop_s": secs, "rate_hz": float(count[0] / n / duration_s)}
+    secs = []
+    for _ in range(repeats):
+        st = jax.tree.map(np.array, state0)
+        t0 = time.perf_counter()
+        _, _, count, _, _ = loop.run(st, 0, steps, cap, False)
+        secs.append(time.perf_counter() - t0)
+    return {"loop_s": min(secs), "rate_hz": float(count[0] / n / duration_s)}
 
 
-def handwritten(n: int, duration_s: float, seed: int = 0) -> dict:
+def handwritten(n: int, duration_s: float, seed: int = 0, repeats: int = 3) -> dict:
     """The same network written by hand with brainpy.state (LIFRef, AlignPostProj, Expon, COBA)."""
     import brainpy
     import brainstate
@@ -138,17 +145,19 @@ def handwritten(n: int, duration_s: float, seed: int = 0) -> dict:
 
         idx = jnp.arange(steps)
         jnp.asarray(run(idx)).block_until_ready()
-        brainstate.nn.reset_all_states(net)
-        t0 = time.perf_counter()
-        spikes = jnp.asarray(run(idx)).block_until_ready()
-        loop = time.perf_counter() - t0
-    return {"loop_s": loop, "rate_hz": float(np.asarray(spikes).mean() / 1e-4), "steps": steps}
+        loops = []
+        for _ in range(repeats):
+            brainstate.nn.reset_all_states(net)
+            t0 = time.perf_counter()
+            spikes = jnp.asarray(run(idx)).block_until_ready()
+            loops.append(time.perf_counter() - t0)
+    return {"loop_s": min(loops), "rate_hz": float(np.asarray(spikes).mean() / 1e-4), "steps": steps}
 
 
-def brian2(python: str, n: int, duration_s: float, method: str = "exp_euler") -> dict | None:
+def brian2(python: str, n: int, duration_s: float, method: str = "exp_euler", repeats: int = 3) -> dict | None:
     script = REPO / "benchmarks" / "reference" / "brian2_coba.py"
     cmd = [python, str(script), "--timing", "--sizes", str(n), "--duration", f"{duration_s}s",
-           "--method", BRIAN2_METHOD[method]]
+           "--method", BRIAN2_METHOD[method], "--repeats", str(repeats)]
     try:
         out = subprocess.run(cmd,
                              capture_output=True, text=True, timeout=1800, check=True).stdout
@@ -172,6 +181,8 @@ def main(argv=None):
                     help="python of a venv with brian2 (default: this one, when brian2 imports here)")
     ap.add_argument("--brian2-method", choices=["euler", "exp_euler", "both"], default="exp_euler",
                     help="integration method of both neurodsl's neurons and Brian2's (both: one table each)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed runs per configuration; each column is the minimum (Brian2's script: the same)")
     args = ap.parse_args(argv)
     python = args.brian2_python or (sys.executable if importlib.util.find_spec("brian2") else None)
     methods = ["euler", "exp_euler"] if args.brian2_method == "both" else [args.brian2_method]
@@ -183,11 +194,11 @@ def main(argv=None):
         print(f"{'N':>7} {'compiled s':>11} {'hand s':>8} {'brian2 s':>9} {'comp/hand':>10} {'comp/brian2':>12} "
               f"{'rate Hz':>8} {'loop s':>8} {'loop/brian2':>12} {'loop Hz':>8}")
         for n in args.sizes:
-            c = compiled(n, args.duration, method=method)
-            lp = looped(n, args.duration, method=method)
+            c = compiled(n, args.duration, method=method, repeats=args.repeats)
+            lp = looped(n, args.duration, method=method, repeats=args.repeats)
             if n not in hand:
-                hand[n] = handwritten(n, args.duration)
-            b = brian2(python, n, args.duration, method) if python else None
+                hand[n] = handwritten(n, args.duration, repeats=args.repeats)
+            b = brian2(python, n, args.duration, method, args.repeats) if python else None
             cs, hs = c["loop_s"] / args.duration, hand[n]["loop_s"] / args.duration
             bs = b["loop_time_per_sim_second"] if b else None
             print(f"{n:>7} {cs:>11.3f} {hs:>8.3f} {bs if bs is not None else float('nan'):>9.3f} "

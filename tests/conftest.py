@@ -2,11 +2,32 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+
+#: One JAX persistent compilation cache per test session, fresh each run (a cold start is what CI
+#: measures): the xdist workers and every CLI subprocess the tests start inherit it through the
+#: environment, so a program compiled by one of them (a resumed run, a second worker) is loaded, not
+#: recompiled. Set before JAX is imported; the controller creates the folder and removes it at the end.
+CACHE_ENV = "NEURODSL_TEST_JAX_CACHE"
+if CACHE_ENV not in os.environ:
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="neurodsl_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[CACHE_ENV]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    _CACHE_OWNER = True
+else:
+    _CACHE_OWNER = False
+
+
+def pytest_unconfigure(config):
+    if _CACHE_OWNER and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ[CACHE_ENV], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

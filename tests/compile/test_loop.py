@@ -83,3 +83,26 @@ def test_loop_refuses_random_sources_and_auto_falls_back():
     with pytest.raises(SpecError, match="random input sources"):
         run_network(net, 20, 10, 20, progress=False, engine="loop")
     assert run_network(net, 20, 10, 20, progress=False, engine="auto").engine == "xla"
+
+
+def test_loop_exp_is_within_two_ulp_of_libm_and_keeps_the_special_values():
+    """The loop's vectorisable exp (neurodsl/compile/loop_math.py) against NumPy's (libm) exp."""
+    import numba
+    from neurodsl.compile import loop_math
+
+    @numba.njit
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i] = loop_math.exp(x[i])
+    rng = np.random.default_rng(0)
+    for lo, hi in [(-0.1, 0.0), (-5.0, 5.0), (-700.0, 700.0)]:
+        x = rng.uniform(lo, hi, 200_000)
+        out = np.empty_like(x)
+        apply(x, out)
+        assert np.max(np.abs(out - np.exp(x)) / np.spacing(np.exp(x))) <= 2.0, (lo, hi)
+    x = np.array([0.0, np.inf, -np.inf, np.nan, 710.0, 800.0, -800.0, -740.0, -1e-300])
+    out = np.empty_like(x)
+    apply(x, out)
+    np.testing.assert_array_equal(out[:7], [1.0, np.inf, 0.0, np.nan, np.inf, np.inf, 0.0])
+    assert 0.0 < out[7] < 1e-320 and abs(out[7] - np.exp(-740.0)) <= np.spacing(np.exp(-740.0))  # subnormal
+    assert out[8] == 1.0

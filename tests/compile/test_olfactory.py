@@ -1,13 +1,9 @@
 """Olfactory teacher compilation: E-then-I permutation, weights, batch projection, odour patterns and schedules."""
 import textwrap
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neurodsl.compile.connectivity import Synapses
-from neurodsl.compile.network import EventProjection
 from neurodsl.compile.odour import odour_patterns, odour_schedule, read_odour_table
 from neurodsl.compile.olfactory import build_olfactory
 from neurodsl.errors import DataError

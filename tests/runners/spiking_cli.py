@@ -6,38 +6,19 @@ Both test files (test_homeostatic_safety.py, test_student_safety.py) start the r
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "neurodsl_test_jax_cache"
-
-
-def _env() -> dict:
-    """The subprocess shares the tests' persistent compilation cache (same programs compile once)."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(CACHE), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-
-
-@contextmanager
-def compilation_cache():
-    import jax
-    jax.config.update("jax_compilation_cache_dir", str(CACHE))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
 
 
 def start(command: str, spec: Path, out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "neurodsl.cli", command, str(spec), "--out", str(out), *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait(proc: subprocess.Popen, cond, timeout: float = 300) -> None:
@@ -67,8 +48,7 @@ def done(out: Path) -> int:
 def cli(*args: str):
     from click.testing import CliRunner
     from neurodsl.cli import main
-    with compilation_cache():
-        return CliRunner().invoke(main, [str(a) for a in args])
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def error_line(result) -> str:

@@ -13,7 +13,7 @@ import signal
 import numpy as np
 import pytest
 
-from spiking_cli import (all_finite, assert_same_npz, assert_same_params, cli, compilation_cache, done, error_line,
+from spiking_cli import (all_finite, assert_same_npz, assert_same_params, cli, done, error_line,
                          latest, start, wait)
 
 SPEC = """name: hs
@@ -40,9 +40,8 @@ def spec_file(tmp_path_factory):
 def _run(spec_file, out, **kw):
     from neurodsl.runners.homeostatic import run_homeostatic
     from neurodsl.spec import load_spec
-    with compilation_cache():
-        return run_homeostatic(load_spec(str(spec_file)), out, progress=False, report_windows=1, profile_windows=1,
-                               **kw)
+    return run_homeostatic(load_spec(str(spec_file)), out, progress=False, report_windows=1, profile_windows=1,
+                           **kw)
 
 
 @pytest.fixture(scope="module")

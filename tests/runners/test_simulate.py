@@ -14,7 +14,7 @@ SIM_SPECS = sorted(p for p in (REPO / "spec").glob("*.yaml") if "kind: simulatio
 
 @pytest.mark.parametrize("path", SIM_SPECS, ids=[p.stem for p in SIM_SPECS])
 def test_shipped_simulation_specs_run_shortened(path, tmp_path):
-    ds = simulate(load_spec(path, ["duration=20 ms", "outputs.rate_bin=5 ms"]), tmp_path, progress=False)
+    simulate(load_spec(path, ["duration=20 ms", "outputs.rate_bin=5 ms"]), tmp_path, progress=False)
     assert (tmp_path / "simulation.nc").exists() and (tmp_path / "spec.yaml").exists()
     back = xr.open_dataset(tmp_path / "simulation.nc")
     assert back.sizes["time"] == 4 and back["rate"].attrs["units"] == "Hz"

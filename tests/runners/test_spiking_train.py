@@ -1,6 +1,5 @@
 """Truncated-BPTT engine: loss-term gradients (vs finite differences), resume bit-identity, kill -9, fallbacks."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,16 +21,6 @@ losses: {{rate: 1.0, cv: 0.1, silent: 0.1, membrane: 0.1, weight_ratio: 0.1}}
 """
 
 
-CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "neurodsl_test_jax_cache"
-
-
-def use_compilation_cache():
-    """Identical programs (the same update function built again) compile once per session."""
-    import jax
-    jax.config.update("jax_compilation_cache_dir", str(CACHE))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def loaded(epochs=2, ckpt=2, extra=""):
     from neurodsl.spec import load_spec_text
     return load_spec_text(SPEC.format(epochs=epochs, ckpt=ckpt) + extra)
@@ -44,23 +33,18 @@ def _train(out, resume=False, max_updates=None, epochs=2, ckpt=2, slow=0.0, rais
     from dataclasses import replace
     from neurodsl.runners.homeostatic import homeostatic_setup
     from neurodsl.runners.spiking_train import train
-    import jax
     from neurodsl.runners.simulate import configure_precision
-    use_compilation_cache()
-    try:
-        spec = loaded(epochs, ckpt).spec
-        configure_precision(spec.precision)  # as run_homeostatic does: not whatever an earlier test left
-        setup = homeostatic_setup(spec)
-        provider = setup.provider
+    spec = loaded(epochs, ckpt).spec
+    configure_precision(spec.precision)  # as run_homeostatic does: not whatever an earlier test left
+    setup = homeostatic_setup(spec)
+    provider = setup.provider
 
-        def slowed(epoch, update):
-            time.sleep(slow)
-            for _ in range(signals if (epoch, update) == raise_at else 0):
-                signal.raise_signal(signal.SIGINT)
-            return provider(epoch, update)
-        return train(replace(setup, provider=slowed), out, resume=resume, progress=False, max_updates=max_updates)
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
+    def slowed(epoch, update):
+        time.sleep(slow)
+        for _ in range(signals if (epoch, update) == raise_at else 0):
+            signal.raise_signal(signal.SIGINT)
+        return provider(epoch, update)
+    return train(replace(setup, provider=slowed), out, resume=resume, progress=False, max_updates=max_updates)
 
 
 def _strip(history):

@@ -14,7 +14,7 @@ import signal
 import numpy as np
 import pytest
 
-from spiking_cli import (all_finite, assert_same_npz, assert_same_params, cli, compilation_cache, done, error_line,
+from spiking_cli import (all_finite, assert_same_npz, assert_same_params, cli, done, error_line,
                          latest, start, wait)
 
 TEACHER = """name: tt
@@ -46,8 +46,7 @@ def spec_file(tmp_path_factory):
     from neurodsl.runners.teacher import run_teacher
     from neurodsl.spec import load_spec_text
     d = tmp_path_factory.mktemp("steacher")
-    with compilation_cache():
-        run_teacher(load_spec_text(TEACHER), d / "teacher", progress=False)
+    run_teacher(load_spec_text(TEACHER), d / "teacher", progress=False)
     p = d / "ss.yaml"
     p.write_text(STUDENT.format(teacher=d / "teacher"))
     return p
@@ -56,9 +55,8 @@ def spec_file(tmp_path_factory):
 def _run(spec_file, out, **kw):
     from neurodsl.runners.student import run_student
     from neurodsl.spec import load_spec
-    with compilation_cache():
-        return run_student(load_spec(str(spec_file)), out, progress=False, comparison_ms=50.0, report_windows=1,
-                           profile_windows=1, **kw)
+    return run_student(load_spec(str(spec_file)), out, progress=False, comparison_ms=50.0, report_windows=1,
+                       profile_windows=1, **kw)
 
 
 @pytest.fixture(scope="module")
