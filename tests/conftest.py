@@ -10,16 +10,17 @@ import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
-#: One JAX persistent compilation cache per test session, fresh each run (a cold start is what CI
-#: measures): the xdist workers and every CLI subprocess the tests start inherit it through the
+#: One JAX persistent compilation cache and one loop-engine cache (neurodsl/compile/loop_cache.py) per
+#: test session, fresh each run (a cold start is what CI measures): the xdist workers and every CLI subprocess the tests start inherit it through the
 #: environment, so a program compiled by one of them (a resumed run, a second worker) is loaded, not
 #: recompiled. Set before JAX is imported; the controller creates the folder and removes it at the end.
 CACHE_ENV = "NEURODSL_TEST_JAX_CACHE"
 if CACHE_ENV not in os.environ:
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="neurodsl_jax_cache_")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[CACHE_ENV]
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ[CACHE_ENV], "jax")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    os.environ["NEURODSL_CACHE_DIR"] = os.path.join(os.environ[CACHE_ENV], "neurodsl")
     _CACHE_OWNER = True
 else:
     _CACHE_OWNER = False

@@ -117,7 +117,12 @@ class ChunkLoop:
 def _compiled(src: str, integrators: tuple, parallel: bool):
     """The Numba dispatcher of a generated chunk source, one per (source, integrators, parallel) in a
     process: a network built again with the same structure (another seed, the next grid point) reuses
-    the machine code instead of compiling it again (~5 s)."""
+    the machine code instead of compiling it again (~5 s); across processes through the on-disk cache
+    of :mod:`neurodsl.compile.loop_cache` when there is one."""
+    from neurodsl.compile import loop_cache
+    cached = loop_cache.load(src, integrators, parallel)
+    if cached is not None:
+        return cached
     import numba
     env = {"np": np, "prange": numba.prange if parallel else range}
     for name, fn in integrators:

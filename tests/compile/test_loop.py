@@ -106,3 +106,37 @@ def test_loop_exp_is_within_two_ulp_of_libm_and_keeps_the_special_values():
     np.testing.assert_array_equal(out[:7], [1.0, np.inf, 0.0, np.nan, np.inf, np.inf, 0.0])
     assert 0.0 < out[7] < 1e-320 and abs(out[7] - np.exp(-740.0)) <= np.spacing(np.exp(-740.0))  # subnormal
     assert out[8] == 1.0
+
+
+_CACHED_RUN = """
+import json, sys
+from neurodsl.runners.simulate import simulate
+from neurodsl.spec import load_spec
+ds = simulate(load_spec("spec/coba.yaml", ["populations.E.size=80", "populations.I.size=20", "duration=20 ms",
+                                           "outputs.rate_bin=20 ms"]), progress=False, write=False)
+chunk = [m for k, m in sys.modules.items() if k.startswith("neurodsl_loop_")][0].chunk
+print(json.dumps({"engine": ds.attrs["engine"], "hits": sum(chunk.stats.cache_hits.values()),
+                  "misses": sum(chunk.stats.cache_misses.values()), "spikes": ds.spike_step.values.tolist()}))
+"""
+
+
+def test_a_second_process_loads_the_compiled_loop_from_the_disk_cache(tmp_path):
+    """neurodsl/compile/loop_cache.py: the first process compiles and writes, the next one loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "NEURODSL_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", _CACHED_RUN], cwd=Path(__file__).resolve().parents[2], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["engine"] == second["engine"] == "loop"
+    assert first["misses"] >= 1 and first["hits"] == 0  # compiled
+    assert second["hits"] >= 1 and second["misses"] == 0  # loaded, not compiled
+    assert second["spikes"] == first["spikes"] and len(first["spikes"]) > 0
+    assert len(list((tmp_path / "loop").glob("chunk_*.py"))) == 1
