@@ -1,6 +1,6 @@
 """Teacher throughput: neuron-steps per wall second of the olfactory teacher (batch included).
 
-    python benchmarks/teacher.py [--size 5000] [--inputs 1500] [--batch 50] [--duration 1s] [--chunk 250ms]
+    python benchmarks/teacher.py [--size 5000] [--inputs 1500] [--batch 50] [--duration 1s] [--chunk 250ms] [--engine both]
 
 Builds spec/olfactory.yaml's network at the given size, runs it with
 ``runners.simulate.run_network`` (mitral spikes recorded, as the teacher does)
@@ -28,6 +28,8 @@ def main(argv=None):
     ap.add_argument("--duration", default="1 s")
     ap.add_argument("--chunk", default="250 ms")
     ap.add_argument("--spec", default=str(REPO / "spec" / "olfactory.yaml"))
+    ap.add_argument("--engine", choices=["xla", "loop", "both"], default="both",
+                    help="run_network's engine (both: xla then loop, same network and seed, and their ratio)")
     a = ap.parse_args(argv)
 
     from neurodsl.compile.olfactory import build_olfactory, resolve_structure
@@ -41,20 +43,26 @@ def main(argv=None):
     t0 = time.perf_counter()
     structure, _ = resolve_structure(spec)
     model = build_olfactory(spec, structure)
-    model.net.init_state(spec.trials, spec.seed)
     build_s = time.perf_counter() - t0
     dt = spec.dt.internal
     chunk = int(round(spec.outputs.chunk.internal / dt))
     bin_steps = int(round(spec.outputs.rate_bin.internal / dt))
-    res = run_network(model.net, spec.n_steps, bin_steps, chunk, progress=False, record_sources=True)
     timed_steps = spec.n_steps - chunk
-    rate = len(res.events["step"]) / (structure.n * spec.trials * spec.n_steps * dt * 1e-3)
-    nsps = structure.n * spec.trials * timed_steps / res.loop_s
     print(f"teacher throughput: size {structure.n} neurons ({int(structure.is_exc.sum())} E), "
           f"{structure.n_inputs} mitral, batch {spec.trials}, dt {dt:g} ms, {spec.n_steps} steps "
-          f"({timed_steps} timed), {len(structure.rec_pre) + len(structure.ff_pre)} synapses")
-    print(f"  build {build_s:.1f} s, wall {res.wall_s:.2f} s, loop {res.loop_s:.2f} s, mean rate {rate:.2f} Hz")
-    print(f"  {nsps / 1e6:.2f} M neuron-steps/s  ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})")
+          f"({timed_steps} timed), {len(structure.rec_pre) + len(structure.ff_pre)} synapses; build {build_s:.1f} s")
+    out = {}
+    for engine in (["xla", "loop"] if a.engine == "both" else [a.engine]):
+        model.net.init_state(spec.trials, spec.seed)
+        res = run_network(model.net, spec.n_steps, bin_steps, chunk, progress=False, record_sources=True,
+                          engine=engine)
+        rate = len(res.events["step"]) / (structure.n * spec.trials * spec.n_steps * dt * 1e-3)
+        nsps = out[engine] = structure.n * spec.trials * timed_steps / res.loop_s
+        print(f"  engine {res.engine}: wall {res.wall_s:.2f} s, loop {res.loop_s:.2f} s, mean rate {rate:.2f} Hz, "
+              f"{nsps / 1e6:.2f} M neuron-steps/s  ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
+              flush=True)
+    if len(out) == 2:
+        print(f"  loop / xla throughput: {out['loop'] / out['xla']:.2f}")
     return nsps
 
 

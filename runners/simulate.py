@@ -239,8 +239,8 @@ def run_network(net, n_steps: int, bin_steps: int, chunk_steps: int, record_volt
     if engine != "xla":
         from .loop_recorder import LoopRecorder, loop_applies
         if loop_applies(net, engine):
-            rec = LoopRecorder(net, plan[0][1] if plan else 1, record_voltage, capacity)
-            return _run_chunks(net, rec, plan, n_steps, bin_steps, record_voltage, progress, False,
+            rec = LoopRecorder(net, plan[0][1] if plan else 1, record_voltage, capacity, record_sources)
+            return _run_chunks(net, rec, plan, n_steps, bin_steps, record_voltage, progress, record_sources,
                                start_step, sink, max_entries, progress_bar)
     rec = SpikeRecorder(net, plan[0][1] if plan else 1, record_voltage, record_sources, capacity, step_capacity)
     mesh = devices.trial_mesh(rec.batch)  # trials split over the devices (runners/devices.py); None: one

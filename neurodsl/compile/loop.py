@@ -12,8 +12,10 @@ loop-form of each receptor kind (:data:`LOOP_KINETICS`), and in float64 its spik
 the core's (tests/compile/test_loop.py).  In float32 it evaluates the arithmetic in float64 and
 stores float32 (XLA keeps float32 throughout), so spike trains agree statistically, not bit by bit.
 
-Applies to simulation only (Heaviside spikes, untrained event projections) and not to networks with
-random input sources (they draw from JAX's random stream): :func:`unsupported` says why not.
+Applies to simulation only (Heaviside spikes, untrained event projections): :func:`unsupported` says
+why not.  Input sources (Poisson, odour-modulated) are drawn by the caller from the core's own random
+stream (:class:`neurodsl.runners.loop_recorder.LoopRecorder`) and passed in as spike arrays, so in
+float64 the spikes equal the core's with sources too.
 The integrators of :data:`neurodsl.compile.kinetics.INTEGRATORS` are compiled as they are, with
 NumPy in place of ``jax.numpy`` and an exp that vectorises (:mod:`neurodsl.compile.loop_math`).
 """
@@ -56,8 +58,6 @@ def unsupported(net) -> str | None:
     """Why ``net`` cannot run as a :class:`ChunkLoop`, or None when it can."""
     if not isinstance(net.spike_fn, Heaviside):
         return "its spikes are not plain Heaviside spikes (training)"
-    if net.sources:
-        return "it has random input sources (" + ", ".join(net.sources) + ")"
     for name, pop in net.populations.items():
         if type(pop) is not LIFCondPopulation:
             return f"population {name!r} is a {type(pop).__name__}"
@@ -93,9 +93,19 @@ class ChunkLoop:
             self._fns[parallel] = _compiled(self.src, integrators, parallel)
         return self._fns[parallel]
 
-    def run(self, state: dict, first: int, n: int, capacity: int, record_voltage: bool):
-        """``state``: :meth:`SpikingNetwork.read_state` as NumPy arrays, advanced in place.
-        Returns (steps (B, capacity), neurons (B, capacity), counts (B,), per-step counts (B, n), V or None)."""
+    def buffers(self, batch: int, n: int, capacity: int, record_voltage: bool, dtype) -> dict:
+        """Empty outputs of ``n`` steps: per-trial (step, neuron) lists of ``capacity`` entries, the true
+        counts per trial, the counts per trial and step, V (n, batch, neurons) when asked."""
+        return {"steps": np.zeros((batch, capacity), np.int32), "cols": np.zeros((batch, capacity), np.int32),
+                "count": np.zeros(batch, np.int64), "per_step": np.zeros((batch, n), np.int32),
+                "volt": np.zeros((n, batch, self.net.n_neurons) if record_voltage else (1, 1, 1), dtype),
+                "record_voltage": record_voltage}
+
+    def run_into(self, state: dict, first: int, n: int, out: dict, rel0: int = 0, sources=()) -> None:
+        """Advance ``state`` (:meth:`SpikingNetwork.read_state` as NumPy arrays, in place) ``n`` steps from
+        step ``first``, appending to ``out`` (:meth:`buffers`) from its step ``rel0`` on. ``sources``: each
+        source's spikes of these steps, (n, batch, size) bool, in ``net.sources`` order (drawn by the caller
+        from the core's random stream)."""
         pops, hist = state["pops"], state["history"]
         B = next(iter(pops.values()))["V"].shape[0]
         args = []
@@ -103,14 +113,18 @@ class ChunkLoop:
             p = pops[name]
             args += [p["V"], p["last"], *(p["syn"][r] for r in self.net.populations[name].kinetics)]
         args += [hist[s] for s in sorted(hist)]
+        args += list(sources)
         args += self.arrays
-        steps = np.zeros((B, capacity), np.int32)
-        cols = np.zeros((B, capacity), np.int32)
-        count = np.zeros(B, np.int64)
-        per_step = np.zeros((B, n), np.int32)
-        volt = np.zeros((n, B, self.net.n_neurons) if record_voltage else (1, 1, 1), pops[self.names[0]]["V"].dtype)
-        self._fn(B > 1)(np.int64(first), np.int64(n), *args, steps, cols, count, per_step, volt, record_voltage)
-        return steps, cols, count, per_step, (volt if record_voltage else None)
+        self._fn(B > 1)(np.int64(first), np.int64(n), *args, out["steps"], out["cols"], out["count"],
+                        out["per_step"], out["volt"], out["record_voltage"], np.int64(rel0))
+
+    def run(self, state: dict, first: int, n: int, capacity: int, record_voltage: bool):
+        """:meth:`run_into` fresh buffers (a network without sources) -> (steps (B, capacity), neurons
+        (B, capacity), counts (B,), per-step counts (B, n), V or None)."""
+        B = next(iter(state["pops"].values()))["V"].shape[0]
+        out = self.buffers(B, n, capacity, record_voltage, state["pops"][self.names[0]]["V"].dtype)
+        self.run_into(state, first, n, out)
+        return out["steps"], out["cols"], out["count"], out["per_step"], (out["volt"] if record_voltage else None)
 
 
 @functools.lru_cache(maxsize=16)
@@ -142,6 +156,7 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
     for name, pop in net.populations.items():
         params += [f"V_{name}", f"last_{name}"] + [f"x_{name}_{r}" for r in pop.kinetics]
     params += [f"hist_{s}" for s in hist_names]
+    params += [f"src_{s}" for s in net.sources]
     offsets = {i.name: i.offset for i in net.infos}
     for k, bank in enumerate(net.banks):
         kern = bank.kernel.arrays.value
@@ -152,7 +167,7 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
             w, idx, ptr = (np.asarray(a) for a in kern["csr"])
             arrays += [np.asarray(idx), np.asarray(w, np.float64), np.asarray(ptr, np.int64)]
         params += [f"idx{k}", f"w{k}", f"ptr{k}"]
-    params += ["ev_step", "ev_col", "ev_count", "per_step", "volt", "rec_v"]
+    params += ["ev_step", "ev_col", "ev_count", "per_step", "volt", "rec_v", "rel0"]
     incoming = {}  # (post, receptor) -> [(bank, slot offset)] in bank order
     for k, bank in enumerate(net.banks):
         for post, r, off, _ in bank.slots:
@@ -163,7 +178,7 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
          "    for b in prange(B):",
          f"        spk = np.zeros({net.n_neurons}, np.bool_)"]
     L += [f"        acc{k} = np.zeros({bank.kernel.shape[1]}, np.float64)" for k, bank in enumerate(net.banks)]
-    L += ["        m = 0",
+    L += ["        m = ev_count[b]",
           "        for t in range(n_steps):",
           "            n = first + t",
           "            c = 0"]
@@ -172,9 +187,10 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
     for k, bank in enumerate(net.banks):
         L += _bank_code(net, k, bank, offsets, bank.kernel.layout == "ell")
     for s in hist_names:
+        now = f"src_{s}[t, b, i]" if s in net.sources else f"spk[{offsets[s]} + i]"
         L += [f"            for i in range({net._size(s)}):",
-              f"                hist_{s}[n % hist_{s}.shape[0], b, i] = spk[{offsets[s]} + i]"]
-    L += ["            per_step[b, t] = c"]
+              f"                hist_{s}[n % hist_{s}.shape[0], b, i] = {now}"]
+    L += ["            per_step[b, rel0 + t] = c"]
     for (post, r), banks in incoming.items():  # the last step's deliveries
         n_vars = net.populations[post].kinetics[r].n_vars
         L.append(f"        for i in range({net._size(post)}):")
@@ -223,13 +239,13 @@ def _population_code(net, name: str, pop, off: int, incoming: dict) -> list[str]
           f"            for i in range({pop.info.size}):",
           f"                if spk[{off} + i]:",
           "                    if m < cap:",
-          "                        ev_step[b, m] = t",
+          "                        ev_step[b, m] = rel0 + t",
           f"                        ev_col[b, m] = {off} + i",
           "                    m += 1",
           "                    c += 1",
           "            if rec_v:",
           f"                for i in range({pop.info.size}):",
-          f"                    volt[t, b, {off} + i] = V_{name}[b, i]"]
+          f"                    volt[rel0 + t, b, {off} + i] = V_{name}[b, i]"]
     return L
 
 
@@ -240,6 +256,8 @@ def _bank_code(net, k: int, bank, offsets: dict, ell: bool) -> list[str]:
         size = net._size(s)
         if bank.delay_steps:
             spiked = f"hist_{s}[(n - {bank.delay_steps}) % hist_{s}.shape[0], b, i]"
+        elif s in net.sources:
+            spiked = f"src_{s}[t, b, i]"
         else:
             spiked = f"spk[{offsets[s]} + i]"
         L += [f"            for i in range({size}):",

@@ -199,7 +199,7 @@ class SimulationSpec(NetworkSpec):
 
     ``engine``: how the compiled network is stepped.  ``xla``: the core's step inside one jitted loop
     per chunk (any network, any device); ``loop``: the same network generated as one Numba loop per
-    chunk (:mod:`neurodsl.compile.loop`; CPU, networks without random input sources; in float64 the
+    chunk (:mod:`neurodsl.compile.loop`; CPU; input sources drawn from the core's random stream; in float64 the
     same spikes as ``xla``); ``auto``: ``loop`` when it applies and JAX runs on the CPU, else ``xla``."""
 
     kind: Literal["simulation"]

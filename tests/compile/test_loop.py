@@ -8,8 +8,7 @@ the run, with a per-trial event capacity small enough that chunks are rerun.
 import numpy as np
 import pytest
 
-from neurodsl.errors import SpecError
-from neurodsl.runners.simulate import configure_precision, run_network
+from neurodsl.runners.simulate import run_network
 from neurodsl.spec import load_spec_text
 
 SPEC = """
@@ -70,19 +69,33 @@ def test_loop_spikes_and_state_equal_the_core_in_float64(x64, method):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-12, atol=1e-12)
 
 
-def test_loop_refuses_random_sources_and_auto_falls_back():
-    configure_precision("float32")
-    text = SPEC.replace("METHOD", "euler").replace("precision: float64", "precision: float32")
-    text = text.replace("inputs:\n", "inputs:\n  noise: {kind: poisson, size: 20, rate: 10 Hz}\n")
-    text = text.replace("projections:\n", "projections:\n  - {pre: noise, post: E, receptor: ampa, weight: 1 nS, "
-                        "connectivity: {kind: bernoulli, p: 0.1}}\n")
+def test_loop_with_poisson_sources_equals_the_core_in_float64(x64, monkeypatch):
+    """Sources are drawn from the core's random stream part by part (here 7 steps per part), one
+    delayed and one immediate; spikes, rates, the recorded source spikes and the key equal the core's."""
+    from neurodsl.runners.loop_recorder import LoopRecorder
+    text = SPEC.replace("METHOD", "euler")
+    text = text.replace("inputs:\n", "inputs:\n  noise: {kind: poisson, size: 20, rate: {kind: piecewise, times: [0 ms, "
+                        "20 ms], values: [40 Hz, 200 Hz]}}\n  bg: {kind: poisson, size: 10, rate: 100 Hz}\n")
+    text = text.replace("projections:\n", "projections:\n  - {pre: noise, post: E, receptor: ampa, weight: 4 nS, "
+                        "connectivity: {kind: bernoulli, p: 0.3}}\n  - {pre: bg, post: I, receptor: ampa, weight: 4 nS, "
+                        "delay: 1.5 ms, connectivity: {kind: bernoulli, p: 0.3}}\n")
     from neurodsl.compile import compile_network
     spec = load_spec_text(text).spec
     net = compile_network(spec)
-    net.init_state(1, 0)
-    with pytest.raises(SpecError, match="random input sources"):
-        run_network(net, 20, 10, 20, progress=False, engine="loop")
-    assert run_network(net, 20, 10, 20, progress=False, engine="auto").engine == "xla"
+    net.init_state(spec.trials, spec.seed)
+    ref = run_network(net, spec.n_steps, 50, 230, progress=False, record_sources=True, engine="xla")
+    key_ref = np.asarray(net.read_state()["key"])
+    net.init_state(spec.trials, spec.seed)
+    monkeypatch.setattr(LoopRecorder, "SOURCE_BYTES", 2 * 30 * 7)  # 7 steps of 2 trials x 30 source neurons
+    res = run_network(net, spec.n_steps, 50, 230, progress=False, record_sources=True, engine="auto", capacity=8)
+    assert res.engine == "loop" and res.reruns > 0
+    for k in ("trial", "step", "neuron"):
+        np.testing.assert_array_equal(res.events[k], ref.events[k], err_msg=k)
+        for s in ("noise", "bg"):
+            assert len(ref.source_events[s]["step"]) > 50
+            np.testing.assert_array_equal(res.source_events[s][k], ref.source_events[s][k], err_msg=f"{s} {k}")
+    np.testing.assert_array_equal(res.rate, ref.rate)
+    np.testing.assert_array_equal(np.asarray(net.read_state()["key"]), key_ref)
 
 
 def test_loop_exp_is_within_two_ulp_of_libm_and_keeps_the_special_values():
