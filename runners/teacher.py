@@ -99,7 +99,8 @@ def _simulate(loaded: LoadedSpec, structure, *, batch: int, seed: int, trial_odo
     model = build_olfactory(spec, structure, batch=batch, trial_odours=trial_odours)
     net = model.net
     net.init_state(batch, seed)
-    res = run_network(net, n_steps, bin_steps, chunk_steps, False, progress, record_sources=True)
+    res = run_network(net, n_steps, bin_steps, chunk_steps, False, progress, record_sources=True,
+                      engine="xla")  # at batch 50 the loop engine is slower (benchmarks/RESULTS.md)
     perm = model.perm
     neuron = perm[res.events["neuron"]]
     order = np.lexsort((neuron, res.events["trial"], res.events["step"]))

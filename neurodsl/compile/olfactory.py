@@ -130,8 +130,9 @@ def expand(network: OlfactoryNetwork, s: NetworkStructure, *, name: str, seed: i
                    for i, j, pre, post in _pairs(network, s)]
     per_type = initial_V if isinstance(initial_V, dict) else {t: initial_V for t in pops}
     extra = {} if outputs is None else {"outputs": OutputSpec(rate_bin=outputs.rate_bin, chunk=outputs.chunk)}
-    return SimulationSpec(name=name, kind="simulation", seed=seed, dt=dt, duration=duration, precision=precision,
-                          **extra, trials=trials, populations=pops, receptors=dict(network.receptors),
+    # engine xla: the teacher's engine (runners/teacher.py), so that the file reproduces its spikes exactly
+    return SimulationSpec(name=name, kind="simulation", engine="xla", seed=seed, dt=dt, duration=duration,
+                          precision=precision, **extra, trials=trials, populations=pops, receptors=dict(network.receptors),
                           inputs={source: inputs} if inputs is not None and s.n_inputs > 0 else {},
                           projections=projections,
                           initial_state={t: PopulationInit(V=v) for t, v in per_type.items()
