@@ -98,6 +98,21 @@ def test_loop_with_poisson_sources_equals_the_core_in_float64(x64, monkeypatch):
     np.testing.assert_array_equal(np.asarray(net.read_state()["key"]), key_ref)
 
 
+def test_loop_refuses_a_training_network_and_auto_falls_back():
+    """Surrogate spikes (the training compile) are not the loop's: ``loop`` says why, ``auto`` runs XLA."""
+    from neurodsl.compile import compile_network
+    from neurodsl.compile.spikes import SurrogateHeaviside
+    from neurodsl.errors import SpecError
+    from neurodsl.runners.simulate import configure_precision
+    configure_precision("float32")
+    spec = load_spec_text(SPEC.replace("METHOD", "euler").replace("precision: float64", "precision: float32")).spec
+    net = compile_network(spec, spike_fn=SurrogateHeaviside())
+    net.init_state(1, 0)
+    with pytest.raises(SpecError, match="not plain Heaviside"):
+        run_network(net, 20, 10, 20, progress=False, engine="loop")
+    assert run_network(net, 20, 10, 20, progress=False, engine="auto").engine == "xla"
+
+
 def test_loop_exp_is_within_two_ulp_of_libm_and_keeps_the_special_values():
     """The loop's vectorisable exp (neurodsl/compile/loop_math.py) against NumPy's (libm) exp."""
     import numba
