@@ -162,10 +162,10 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
         kern = bank.kernel.arrays.value
         if bank.kernel.layout == "ell":
             idx, w, deg = (np.asarray(a) for a in kern["ell"])
-            arrays += [np.ascontiguousarray(idx), np.ascontiguousarray(w, np.float64), np.asarray(deg, np.int64)]
+            arrays += [np.ascontiguousarray(idx), np.ascontiguousarray(w), np.asarray(deg, np.int64)]
         else:
             w, idx, ptr = (np.asarray(a) for a in kern["csr"])
-            arrays += [np.asarray(idx), np.asarray(w, np.float64), np.asarray(ptr, np.int64)]
+            arrays += [np.asarray(idx), np.asarray(w), np.asarray(ptr, np.int64)]
         params += [f"idx{k}", f"w{k}", f"ptr{k}"]
     params += ["ev_step", "ev_col", "ev_count", "per_step", "volt", "rec_v", "rel0"]
     incoming = {}  # (post, receptor) -> [(bank, slot offset)] in bank order
