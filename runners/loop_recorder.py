@@ -62,8 +62,9 @@ class LoopRecorder:
         out = self.loop.buffers(self.batch, n, self.capacity, self.record_voltage, dtype)
         self._src = {k: [] for k in self.sources}
         t0, key = time.perf_counter(), state["key"]
-        for a in range(0, n, self.part or n):
-            m = min(n - a, self.part or n)
+        part = self.part or n
+        for a in range(0, n, part):
+            m = min(n - a, part)
             drawn = ()
             if self._draw is not None:
                 key, drawn = self._draw(jnp.asarray(key), jnp.arange(first + a, first + a + m, dtype=jnp.int32))
@@ -106,16 +107,14 @@ class LoopRecorder:
 
 
 def _source_sampler(net, batch: int):
-    """A jitted ``(key, steps) -> (key, spikes per source (len(steps), batch, size))`` drawing exactly as
-    :meth:`SpikingNetwork.step` does: one split per step into the next key and a key per source."""
+    """A jitted ``(key, steps) -> (key, spikes per source (len(steps), batch, size))``: the core's own
+    per-step draw (:meth:`SpikingNetwork.draw_sources`) scanned over the steps."""
     import brainstate
     import jax
 
-    sources = list(net.sources.values())
-
     def draw(key, steps):
         def body(key, n):
-            key, *subs = jax.random.split(key, len(sources) + 1)
-            return key, tuple(src.sample(n, sub, batch) for sub, src in zip(subs, sources))
+            key, drawn = net.draw_sources(key, n, batch)
+            return key, tuple(drawn.values())
         return jax.lax.scan(body, key, steps)
     return brainstate.transform.jit(draw)

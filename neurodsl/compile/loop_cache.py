@@ -11,7 +11,6 @@ and Numba's version.  The files are safe to delete.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import importlib.util
@@ -48,14 +47,10 @@ def cache_dir() -> Path | None:
     return Path(base) / "neurodsl" / "loop"
 
 
-@functools.lru_cache(maxsize=None)
 def integrator(module: str, name: str):
-    """The Numba twin of integrator ``module.name`` (:func:`neurodsl.compile.loop._numpy_twin`)."""
-    import numba
-
-    from neurodsl.compile.loop import _numpy_twin
-    fn = getattr(importlib.import_module(module), name)
-    return numba.njit(inline="always", error_model="numpy")(_numpy_twin(fn))
+    """The Numba twin of integrator ``module.name`` (:func:`neurodsl.compile.loop.integrator_twin`)."""
+    from neurodsl.compile.loop import integrator_twin
+    return integrator_twin(getattr(importlib.import_module(module), name))
 
 
 def _key(src: str, integrators: tuple, parallel: bool) -> str:

@@ -246,6 +246,14 @@ class SpikingNetwork:
         self.write_state(st)
         return spikes
 
+    def draw_sources(self, key, n, batch: int, given: dict | None = None):
+        """(next key, spikes per source) of step ``n``: one split into the next key and a key per source,
+        the draw every engine makes (the loop engine's too, runners/loop_recorder.py); a source in
+        ``given`` takes those spikes instead of its draw."""
+        key, *subs = jax.random.split(key, len(self.sources) + 1)
+        return key, {name: given[name] if given and name in given else src.sample(n, sub, batch)
+                     for sub, (name, src) in zip(subs, self.sources.items())}
+
     def step(self, st: dict, params: dict, n, inputs: dict | None = None, force: dict | None = None,
              record_v: bool = False):
         """Pure: one step (module docstring order) -> ``(state, spikes per population and source)``.
@@ -268,9 +276,8 @@ class SpikingNetwork:
             pops[name], spikes[name] = pop.fire(pops[name], n, not_ref[name])
         key = st["key"]
         if self.sources:
-            key, *subs = jax.random.split(key, len(self.sources) + 1)
-            for sub, (name, src) in zip(subs, self.sources.items()):
-                spikes[name] = inputs[name] if inputs and name in inputs else src.sample(n, sub, batch)
+            key, drawn = self.draw_sources(key, n, batch, inputs)
+            spikes.update(drawn)
         fn = self.spike_fn
         sent = {k: (fn.for_synapses(s) if k in self.populations else s) for k, s in spikes.items()}
         if force:
