@@ -9,8 +9,9 @@ currents) and generates one Numba function that advances every trial through a c
 core's step order (integrate, threshold, reset, deliver, history; ``network.py``'s docstring), with the
 same state arrays in and out.  It is not a second model: nothing in it is declared twice except the
 loop-form of each receptor kind (:data:`LOOP_KINETICS`), and in float64 its spikes are identical to
-the core's (tests/compile/test_loop.py).  In float32 it evaluates the arithmetic in float64 and
-stores float32 (XLA keeps float32 throughout), so spike trains agree statistically, not bit by bit.
+the core's (tests/compile/test_loop.py).  In float32 it sums arriving spikes in float32 (as the bank
+kernels do) but evaluates the cell arithmetic in float64 and stores float32 (XLA keeps float32
+throughout), so spike trains agree statistically, not bit by bit.
 
 Applies to simulation only (Heaviside spikes, untrained event projections): :func:`unsupported` says
 why not.  Input sources (Poisson, odour-modulated) are drawn by the caller from the core's own random
@@ -179,25 +180,29 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
     for k, bank in enumerate(net.banks):
         for post, r, off, _ in bank.slots:
             incoming.setdefault((post, r), []).append((k, off))
+    words = -(-net.n_neurons // 8)
     L = ["def chunk(first, n_steps, " + ", ".join(params) + "):",
          f"    B = V_{next(iter(net.populations))}.shape[0]",
          "    cap = ev_step.shape[1]",
          "    for b in prange(B):",
-         f"        spk = np.zeros({net.n_neurons}, np.bool_)"]
-    L += [f"        acc{k} = np.zeros({bank.kernel.shape[1]}, np.float64)" for k, bank in enumerate(net.banks)]
+         f"        spk = np.zeros({8 * words}, np.bool_)",
+         "        spk_w = spk.view(np.uint64)",
+         f"        fl = np.zeros({net.n_neurons}, np.int64)"]
+    acc_t = np.dtype(net.dtype).name  # the bank kernels sum in the network's dtype
+    L += [f"        acc{k} = np.zeros({bank.kernel.shape[1]}, np.{acc_t})" for k, bank in enumerate(net.banks)]
     L += ["        m = ev_count[b]",
           "        for t in range(n_steps):",
-          "            n = first + t",
-          "            c = 0"]
+          "            n = first + t"]
     for name, pop in net.populations.items():
         L += _population_code(net, name, pop, offsets[name], incoming)
+    L += _fired_code(words)
     for k, bank in enumerate(net.banks):
         L += _bank_code(net, k, bank, offsets, bank.kernel.layout == "ell")
     for s in hist_names:
         now = f"src_{s}[t, b, i]" if s in net.sources else f"spk[{offsets[s]} + i]"
         L += [f"            for i in range({net._size(s)}):",
               f"                hist_{s}[n % hist_{s}.shape[0], b, i] = {now}"]
-    L += ["            per_step[b, rel0 + t] = c"]
+    L += ["            per_step[b, rel0 + t] = nf"]
     for (post, r), banks in incoming.items():  # the last step's deliveries
         n_vars = net.populations[post].kinetics[r].n_vars
         L.append(f"        for i in range({net._size(post)}):")
@@ -210,7 +215,7 @@ def _generate(net) -> tuple[str, list[np.ndarray]]:
 
 def _population_code(net, name: str, pop, off: int, incoming: dict) -> list[str]:
     """Integrate, threshold and reset population ``name`` (``LIFCondPopulation.integrate`` and ``fire``):
-    a loop without branches on the data (vectorisable), then the spikes' recording."""
+    a loop without branches on the data (vectorisable) that sets the population's part of ``spk``."""
     L = [f"            for i in range({pop.info.size}):",
          "                I = 0.0"]
     for target, amp, start, stop in net.currents:
@@ -243,17 +248,27 @@ def _population_code(net, name: str, pop, off: int, incoming: dict) -> list[str]
           f"                V_{name}[b, i] = np.{dtype}({pop.V_reset!r}) if fired else V",
           f"                last_{name}[b, i] = n if fired else last",
           f"                spk[{off} + i] = fired",
-          f"            for i in range({pop.info.size}):",
-          f"                if spk[{off} + i]:",
-          "                    if m < cap:",
-          "                        ev_step[b, m] = rel0 + t",
-          f"                        ev_col[b, m] = {off} + i",
-          "                    m += 1",
-          "                    c += 1",
           "            if rec_v:",
           f"                for i in range({pop.info.size}):",
           f"                    volt[rel0 + t, b, {off} + i] = V_{name}[b, i]"]
     return L
+
+
+def _fired_code(words: int) -> list[str]:
+    """This step's spikes as the fired list ``fl[:nf]`` (network-wide neurons, ascending), found eight
+    neurons at a time (``spk`` read as 64-bit words: a silent word costs one compare), then recorded."""
+    return ["            nf = 0",
+            f"            for wd in range({words}):",
+            "                if spk_w[wd] != 0:",
+            "                    for q in range(8 * wd, 8 * wd + 8):",
+            "                        if spk[q]:",
+            "                            fl[nf] = q",
+            "                            nf += 1",
+            "            for q in range(nf):",
+            "                if m < cap:",
+            "                    ev_step[b, m] = rel0 + t",
+            "                    ev_col[b, m] = fl[q]",
+            "                m += 1"]
 
 
 def _bank_code(net, k: int, bank, offsets: dict, ell: bool) -> list[str]:
@@ -265,11 +280,17 @@ def _bank_code(net, k: int, bank, offsets: dict, ell: bool) -> list[str]:
             spiked = f"hist_{s}[(n - {bank.delay_steps}) % hist_{s}.shape[0], b, i]"
         elif s in net.sources:
             spiked = f"src_{s}[t, b, i]"
+        else:  # this step's spikes: the fired list, in neuron order
+            spiked = None
+        if spiked is None:
+            L += ["            for q in range(nf):",
+                  f"                i = fl[q] - {offsets[s]}",
+                  f"                if i >= 0 and i < {size}:",
+                  f"                    row = {pre_off} + i"]
         else:
-            spiked = f"spk[{offsets[s]} + i]"
-        L += [f"            for i in range({size}):",
-              f"                if {spiked}:",
-              f"                    row = {pre_off} + i"]
+            L += [f"            for i in range({size}):",
+                  f"                if {spiked}:",
+                  f"                    row = {pre_off} + i"]
         if ell:
             L += [f"                    for j in range(ptr{k}[row]):",
                   f"                        acc{k}[idx{k}[row, j]] += w{k}[row, j]"]
