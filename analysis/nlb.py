@@ -12,6 +12,13 @@ these by ``tests/analysis/test_nlb.py``):
   neurons are held out): ``(NLL_null - NLL_model) / sum(n) / ln 2``, the null
   predicting every neuron's mean count over all (trial, bin) of the *evaluated*
   data.  > 0: the model predicts the counts better than a constant rate.
+* **Calibrated bits per spike**: the same metric of ``a lam + b`` (floored at
+  ``1e-9``), with a gain ``a`` and offset ``b`` per neuron fitted by Poisson
+  maximum likelihood to the *training* trials' counts given the model's rates on
+  those trials (:func:`poisson_calibration`), the validation counts unseen: the
+  affine observation stage a Poisson readout would learn.  A model fitted to
+  PSTHs is not fitted to single-trial counts; a gain < 1 says its modulation is
+  deeper than the counts support.
 * **Gaussian negative log-likelihood** of values ``y`` given mean ``m`` and
   per-neuron s.d. ``sigma``: ``sum(0.5 log(2 pi sigma^2) + (y - m)^2 / (2 sigma^2))``.
 * **PSTH R2** (nlb_tools ``eval_psth``): ``psth`` is each evaluated trial's
@@ -75,6 +82,32 @@ def bits_per_spike_per_neuron(lam, n) -> np.ndarray:
         if np.nansum(n[..., j]) > 0:
             out[j] = bits_per_spike(lam[..., j:j + 1], n[..., j:j + 1])
     return out
+
+
+def poisson_calibration(lam, n) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, the gain ``a`` and offset ``b`` (counts per bin) maximising the Poisson likelihood of
+    counts ``n`` under ``max(a lam + b, 1e-9)`` (``lam``, ``n``: (trials, bins, neurons), NaN counts skipped;
+    Nelder-Mead from ``a = 1, b = 0``).  A neuron without counts gets ``a = b = 0``."""
+    from scipy.optimize import minimize
+    lam, n = np.asarray(lam, np.float64), np.asarray(n, np.float64)
+    a, b = np.zeros(n.shape[-1]), np.zeros(n.shape[-1])
+    for j in range(n.shape[-1]):
+        ok = ~np.isnan(n[..., j])
+        x, y = lam[..., j][ok], n[..., j][ok]
+        if y.sum() <= 0:
+            continue
+
+        def nll(q, x=x, y=y):
+            m = np.maximum(q[0] * x + q[1], ZERO_RATE)
+            return float(np.sum(m - y * np.log(m)))
+        a[j], b[j] = minimize(nll, np.array([1.0, 0.0]), method="Nelder-Mead",
+                              options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 2000}).x
+    return a, b
+
+
+def calibrated(lam, a, b) -> np.ndarray:
+    """``max(a lam + b, 1e-9)`` per neuron (the last axis)."""
+    return np.maximum(np.asarray(lam, np.float64) * a + b, ZERO_RATE)
 
 
 def gaussian_nll(mean, y, sigma) -> float:
@@ -176,7 +209,8 @@ def trial_matching_cost(a, b, cond_a, cond_b, sigma_bins: float) -> float:
 
 
 def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bins: float,
-                        observation: str = "none", sigma=None, sampled=None, train=None) -> tuple[dict, dict]:
+                        observation: str = "none", sigma=None, sampled=None, train=None,
+                        model_train=None) -> tuple[dict, dict]:
     """NLB metrics of noise-free model rates ``model`` (len(val), T, N) sp/s on the validation trials
     ``val`` of ``rates`` / ``valid`` / ``cond`` (all trials): per-neuron arrays and headline numbers.
 
@@ -187,7 +221,9 @@ def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bin
     With ``sampled`` (the model's observed values on ``val``) and ``train`` (trial indices): the
     :func:`trial_matching_cost` of the samples, of ``model`` and of the recorded training trials against
     the recorded validation trials (the last, with as many training trials per condition as validation
-    trials, is the reference a faithful trial distribution reaches)."""
+    trials, is the reference a faithful trial distribution reaches).  With ``train`` and ``model_train`` (the
+    noise-free model rates on ``train``): ``bits_per_spike_calibrated`` and the per-neuron
+    ``calibration_gain`` / ``calibration_offset_hz`` of :func:`poisson_calibration` on the training trials."""
     ok = np.asarray(valid)[val] > 0
     y = np.where(ok[..., None], np.asarray(rates, np.float64)[val], np.nan)
     model = np.asarray(model, np.float64)
@@ -203,6 +239,14 @@ def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bin
             for k, cc in (("train_psth", np.zeros_like(cond)), ("train_condition_psth", cond)):
                 ref = to_counts(condition_psth_per_trial(rates, w, cc, val, sigma_bins), bin_ms)
                 head[f"bits_per_spike_{k}"] = float(bits_per_spike(np.where(ok[..., None], ref, 0.0), n))
+        if train is not None and model_train is not None:
+            ok_t = np.asarray(valid)[train] > 0
+            n_t = np.where(ok_t[..., None], to_counts(np.asarray(rates, np.float64)[train], bin_ms), np.nan)
+            gain, off = poisson_calibration(to_counts(model_train, bin_ms), n_t)
+            lam_c = np.where(ok[..., None], calibrated(lam, gain, off), 0.0)
+            per.update(calibration_gain=gain, calibration_offset_hz=off * 1000.0 / bin_ms,
+                       bits_per_spike_calibrated=bits_per_spike_per_neuron(lam_c, n))
+            head["bits_per_spike_calibrated"] = float(bits_per_spike(lam_c, n))
     p = np.where(ok[..., None], condition_psth_per_trial(rates, valid, cond, val, sigma_bins), np.nan)
     per["psth_r2"] = psth_r2_per_neuron(p, np.where(ok[..., None], model, 0.0))
     head["psth_r2"] = float(per["psth_r2"].mean())
@@ -221,5 +265,6 @@ def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bin
 
 
 __all__ = ["OBSERVATIONS", "to_counts", "poisson_nll", "null_counts", "bits_per_spike", "bits_per_spike_per_neuron",
+           "poisson_calibration", "calibrated",
            "gaussian_nll", "psth_r2", "psth_r2_per_neuron", "condition_psth_per_trial", "within_condition_sd",
            "sample_observations", "observation_metrics", "trial_matching_cost"]

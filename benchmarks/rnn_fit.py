@@ -89,7 +89,7 @@ def fit(overrides: list[str], out: str | None) -> dict:
     keys = ("epochs", "best_epoch", "early_stopped", "r_pooled", "ceiling_pooled", "r_over_ceiling",
             "r_condition", "ceiling_condition", "r_E", "r_I", "fano_model", "fano_target", "s_per_epoch",
             "train_time_s", "out_dir")
-    extra = {k: v for k, v in s.items() if k.startswith(("r_baseline_", "ceiling_pooled_", "bits_per_spike", "psth_r2"))}
+    extra = {k: v for k, v in s.items() if k.startswith(("r_baseline_", "ceiling_pooled_", "bits_per_spike", "psth_r2", "calibration_"))}
     return {"bench": "rnn_fit_08_13", **{k: s[k] for k in keys}, **extra, "overrides": overrides, **_machine()}
 
 

@@ -373,7 +373,8 @@ def write_outputs(tr: Trainer, loaded: LoadedSpec, out: Path, log: list, best: d
         readout=np.asarray(readout(params, cfg, clean)) if cfg.readout else None,
         input_names=[str(x) for x in d.ds["input"].values],
         ground_truth=_ground_truth(loaded.spec.data.path), smooth_ms=loaded.spec.training.losses.psth_smooth.internal,
-        observation=loaded.spec.model.observation, obs_sigma=tr.obs_sigma)
+        observation=loaded.spec.model.observation, obs_sigma=tr.obs_sigma,
+        rate_model_train=tr.rates(params, d.train)[..., :n])
     run = {"spec_name": loaded.spec.name, "spec_path": loaded.path, "spec_sha256": loaded.sha256,
            "resolved_yaml": loaded.resolved_yaml, "seed": loaded.spec.seed, "test": test,
            "epochs": log[-1]["epoch"] if log else 0, "early_stopped": stopped,

@@ -139,3 +139,39 @@ def test_trial_matching_pairs_trials_within_conditions():
     assert nlb.trial_matching_cost(c, b, cond, cond, 0.0) == pytest.approx(1.0 / sd ** 2, rel=1e-9)
     # across conditions nothing is paired: condition 1 of a never meets condition 0 of b
     assert nlb.trial_matching_cost(a, b, cond, 1 - cond, 0.0) > 0
+
+
+def test_poisson_calibration_recovers_the_gain_of_overmodulated_rates():
+    """Rates modulated twice as deep as the truth about the mean: the Poisson ML gain is 1/2 and the
+    offset puts the mean back; on held-out counts the calibrated rates score higher bits/spike, the raw
+    ones below 0 (over-modulation is what costs the likelihood)."""
+    rng = np.random.default_rng(0)
+    truth = 0.3 + 0.12 * np.sin(np.linspace(0, 6 * np.pi, 50))[None, :, None] * np.ones((400, 50, 3))
+    model = 0.3 + 2.0 * (truth - 0.3)
+    n_train, n_test = rng.poisson(truth), rng.poisson(truth).astype(float)
+    n_train = n_train.astype(float)
+    n_train[..., 2] = 0.0                                               # a silent neuron
+    a, b = nlb.poisson_calibration(model, n_train)
+    assert a[:2] == pytest.approx(0.5, abs=0.02) and b[:2] == pytest.approx(0.15, abs=0.01)
+    assert a[2] == b[2] == 0.0
+    cal = nlb.calibrated(model, a, b)
+    assert nlb.bits_per_spike(cal[..., :2], n_test[..., :2]) > 0.05 > 0 > nlb.bits_per_spike(model[..., :2], n_test[..., :2])
+    # exact rates are already calibrated: gain 1, offset 0
+    a1, b1 = nlb.poisson_calibration(truth[..., :2], n_train[..., :2])
+    assert a1 == pytest.approx(1.0, abs=0.03) and b1 == pytest.approx(0.0, abs=0.01)
+
+
+def test_calibrated_bits_per_spike_never_reads_the_validation_counts():
+    rng = np.random.default_rng(1)
+    rates = rng.poisson(2.0, (40, 20, 3)) * 40.0                        # sp/s in 25 ms bins
+    valid, cond = np.ones((40, 20)), np.arange(40) % 4
+    train, val = np.arange(30), np.arange(30, 40)
+    model, model_train = np.full((10, 20, 3), 80.0) + rng.random((10, 20, 3)), np.full((30, 20, 3), 80.0)
+    model_train = model_train + rng.random((30, 20, 3)) * 10
+    per, head = nlb.observation_metrics(model, rates, valid, cond, val, 25.0, 1.0, train=train, model_train=model_train)
+    changed = rates.copy()
+    changed[val] = rng.poisson(5.0, (10, 20, 3)) * 40.0
+    per2, head2 = nlb.observation_metrics(model, changed, valid, cond, val, 25.0, 1.0, train=train, model_train=model_train)
+    np.testing.assert_array_equal(per["calibration_gain"], per2["calibration_gain"])
+    np.testing.assert_array_equal(per["calibration_offset_hz"], per2["calibration_offset_hz"])
+    assert np.isfinite(head["bits_per_spike_calibrated"]) and head["bits_per_spike_calibrated"] != head2["bits_per_spike_calibrated"]
