@@ -20,7 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from neurodsl import units as U
 from neurodsl.spec.trainable import TrainableSpec
-from neurodsl.spec.base import (PACKAGE_DATA, AnyQuantity, Conductance, CrossFieldError, Current,  # noqa: F401
+from neurodsl.spec.base import (AnyQuantity, Conductance, CrossFieldError, Current,
                                 Rate, SpecModel, Time, Voltage, Capacitance, existing_file, resolve_path)
 from neurodsl.spec.odour import OdourInput
 
