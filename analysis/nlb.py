@@ -16,7 +16,8 @@ these by ``tests/analysis/test_nlb.py``):
   ``1e-9``), with a gain ``a`` and offset ``b`` per neuron fitted by Poisson
   maximum likelihood to the *training* trials' counts given the model's rates on
   those trials (:func:`poisson_calibration`), the validation counts unseen: the
-  affine observation stage a Poisson readout would learn.  A model fitted to
+  affine observation stage a Poisson readout would learn (``a >= 0``, ``b`` at
+  least 1e-3 x the neuron's mean training count).  A model fitted to
   PSTHs is not fitted to single-trial counts; a gain < 1 says its modulation is
   deeper than the counts support.
 * **Gaussian negative log-likelihood** of values ``y`` given mean ``m`` and
@@ -84,24 +85,30 @@ def bits_per_spike_per_neuron(lam, n) -> np.ndarray:
     return out
 
 
-def poisson_calibration(lam, n) -> tuple[np.ndarray, np.ndarray]:
-    """Per neuron, the gain ``a`` and offset ``b`` (counts per bin) maximising the Poisson likelihood of
-    counts ``n`` under ``max(a lam + b, 1e-9)`` (``lam``, ``n``: (trials, bins, neurons), NaN counts skipped;
-    Nelder-Mead from ``a = 1, b = 0``).  A neuron without counts gets ``a = b = 0``."""
+def poisson_calibration(lam, n, floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron, the gain ``a >= 0`` and offset ``b`` (counts per bin) maximising the Poisson likelihood of
+    counts ``n`` under ``a lam + b`` (``lam``, ``n``: (trials, bins, neurons), NaN counts skipped; convex,
+    solved by L-BFGS-B from ``a = 1, b = 0``).  ``b >= floor x`` the neuron's mean count, so that no bin is
+    predicted silent (a spike there would cost ~20 nats at nlb_tools' 1e-9 floor; at this floor it costs
+    ``ln(1 / floor)`` more than the mean rate would).  A neuron without counts keeps ``a = 1, b = 0``."""
     from scipy.optimize import minimize
     lam, n = np.asarray(lam, np.float64), np.asarray(n, np.float64)
-    a, b = np.zeros(n.shape[-1]), np.zeros(n.shape[-1])
+    a, b = np.ones(n.shape[-1]), np.zeros(n.shape[-1])
     for j in range(n.shape[-1]):
         ok = ~np.isnan(n[..., j])
-        x, y = lam[..., j][ok], n[..., j][ok]
+        x, y = np.maximum(lam[..., j][ok], 0.0), n[..., j][ok]
         if y.sum() <= 0:
             continue
 
         def nll(q, x=x, y=y):
-            m = np.maximum(q[0] * x + q[1], ZERO_RATE)
-            return float(np.sum(m - y * np.log(m)))
-        a[j], b[j] = minimize(nll, np.array([1.0, 0.0]), method="Nelder-Mead",
-                              options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 2000}).x
+            m = q[0] * x + q[1]
+            return float(np.sum(m - y * np.log(m))), np.array([np.sum((1 - y / m) * x), np.sum(1 - y / m)])
+        lo = floor * y.mean()
+        res = minimize(nll, np.array([1.0, max(lo, 0.0)]), jac=True, method="L-BFGS-B",
+                       bounds=[(0.0, None), (lo, None)])
+        if not res.success:
+            raise RuntimeError(f"Poisson calibration of neuron {j} did not converge: {res.message}")
+        a[j], b[j] = res.x
     return a, b
 
 

@@ -143,35 +143,54 @@ def test_trial_matching_pairs_trials_within_conditions():
 
 def test_poisson_calibration_recovers_the_gain_of_overmodulated_rates():
     """Rates modulated twice as deep as the truth about the mean: the Poisson ML gain is 1/2 and the
-    offset puts the mean back; on held-out counts the calibrated rates score higher bits/spike, the raw
-    ones below 0 (over-modulation is what costs the likelihood)."""
+    offset puts the mean back; on held-out counts the calibrated rates score nearly what the true rates
+    score, the raw ones below 0 (over-modulation is what costs the likelihood)."""
     rng = np.random.default_rng(0)
     truth = 0.3 + 0.12 * np.sin(np.linspace(0, 6 * np.pi, 50))[None, :, None] * np.ones((400, 50, 3))
     model = 0.3 + 2.0 * (truth - 0.3)
-    n_train, n_test = rng.poisson(truth), rng.poisson(truth).astype(float)
-    n_train = n_train.astype(float)
-    n_train[..., 2] = 0.0                                               # a silent neuron
+    n_train, n_test = rng.poisson(truth).astype(float), rng.poisson(truth).astype(float)
+    n_train[..., 2] = 0.0                                               # a silent neuron: left as it is
     a, b = nlb.poisson_calibration(model, n_train)
     assert a[:2] == pytest.approx(0.5, abs=0.02) and b[:2] == pytest.approx(0.15, abs=0.01)
-    assert a[2] == b[2] == 0.0
+    assert (a[2], b[2]) == (1.0, 0.0)
     cal = nlb.calibrated(model, a, b)
-    assert nlb.bits_per_spike(cal[..., :2], n_test[..., :2]) > 0.05 > 0 > nlb.bits_per_spike(model[..., :2], n_test[..., :2])
-    # exact rates are already calibrated: gain 1, offset 0
-    a1, b1 = nlb.poisson_calibration(truth[..., :2], n_train[..., :2])
+    best = nlb.bits_per_spike(truth[..., :2], n_test[..., :2])           # what the true rates score
+    assert best > 0.03
+    assert nlb.bits_per_spike(cal[..., :2], n_test[..., :2]) > 0.95 * best
+    assert nlb.bits_per_spike(model[..., :2], n_test[..., :2]) < 0
+    a1, b1 = nlb.poisson_calibration(truth[..., :2], n_train[..., :2])  # exact rates: gain 1, offset 0
     assert a1 == pytest.approx(1.0, abs=0.03) and b1 == pytest.approx(0.0, abs=0.01)
 
 
-def test_calibrated_bits_per_spike_never_reads_the_validation_counts():
+def test_calibration_offset_keeps_every_bin_above_the_floor():
+    """Bins without training spikes cannot be predicted silent: the offset is at least 1e-3 x the mean count."""
+    rng = np.random.default_rng(2)
+    model = np.concatenate([np.full((200, 10, 1), 1e-4), np.full((200, 10, 1), 0.5)], axis=1)
+    n = rng.poisson(np.concatenate([np.zeros((200, 10, 1)), np.full((200, 10, 1), 0.5)], axis=1)).astype(float)
+    a, b = nlb.poisson_calibration(model, n)
+    assert b[0] >= 1e-3 * n.mean() * (1 - 1e-9) and a[0] > 0
+
+
+def test_calibrated_bits_per_spike_uses_training_counts_only_and_the_same_masks():
     rng = np.random.default_rng(1)
     rates = rng.poisson(2.0, (40, 20, 3)) * 40.0                        # sp/s in 25 ms bins
     valid, cond = np.ones((40, 20)), np.arange(40) % 4
+    valid[::3, 15:] = 0                                                 # invalid bins in both sets
     train, val = np.arange(30), np.arange(30, 40)
-    model, model_train = np.full((10, 20, 3), 80.0) + rng.random((10, 20, 3)), np.full((30, 20, 3), 80.0)
-    model_train = model_train + rng.random((30, 20, 3)) * 10
+    model = np.full((10, 20, 3), 80.0) + rng.random((10, 20, 3)) * 10
+    model_train = np.full((30, 20, 3), 80.0) + rng.random((30, 20, 3)) * 10
     per, head = nlb.observation_metrics(model, rates, valid, cond, val, 25.0, 1.0, train=train, model_train=model_train)
+    ok_t = valid[train] > 0
+    n_t = np.where(ok_t[..., None], rates[train] * 0.025, np.nan)
+    a, b = nlb.poisson_calibration(model_train * 0.025, n_t)
+    np.testing.assert_allclose(per["calibration_gain"], a)
+    np.testing.assert_allclose(per["calibration_offset_hz"], b * 40.0)
+    ok = valid[val] > 0
+    n_v = np.where(ok[..., None], rates[val] * 0.025, np.nan)
+    want = nlb.bits_per_spike(np.where(ok[..., None], nlb.calibrated(model * 0.025, a, b), 0.0), n_v)
+    assert head["bits_per_spike_calibrated"] == pytest.approx(want, rel=1e-12)
     changed = rates.copy()
-    changed[val] = rng.poisson(5.0, (10, 20, 3)) * 40.0
-    per2, head2 = nlb.observation_metrics(model, changed, valid, cond, val, 25.0, 1.0, train=train, model_train=model_train)
+    changed[val] = rng.poisson(5.0, (10, 20, 3)) * 40.0                 # other validation counts: same gains
+    per2, _ = nlb.observation_metrics(model, changed, valid, cond, val, 25.0, 1.0, train=train, model_train=model_train)
     np.testing.assert_array_equal(per["calibration_gain"], per2["calibration_gain"])
     np.testing.assert_array_equal(per["calibration_offset_hz"], per2["calibration_offset_hz"])
-    assert np.isfinite(head["bits_per_spike_calibrated"]) and head["bits_per_spike_calibrated"] != head2["bits_per_spike_calibrated"]
