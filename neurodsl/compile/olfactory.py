@@ -130,8 +130,8 @@ def expand(network: OlfactoryNetwork, s: NetworkStructure, *, name: str, seed: i
                    for i, j, pre, post in _pairs(network, s)]
     per_type = initial_V if isinstance(initial_V, dict) else {t: initial_V for t in pops}
     extra = {} if outputs is None else {"outputs": OutputSpec(rate_bin=outputs.rate_bin, chunk=outputs.chunk)}
-    # engine xla: the teacher's engine (runners/teacher.py), so that the file reproduces its spikes exactly
-    return SimulationSpec(name=name, kind="simulation", engine="xla", seed=seed, dt=dt, duration=duration,
+    # engine auto, as the teacher runs (runners/teacher.py): on the same platform the file reproduces its spikes exactly
+    return SimulationSpec(name=name, kind="simulation", engine="auto", seed=seed, dt=dt, duration=duration,
                           precision=precision, **extra, trials=trials, populations=pops, receptors=dict(network.receptors),
                           inputs={source: inputs} if inputs is not None and s.n_inputs > 0 else {},
                           projections=projections,
