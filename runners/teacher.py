@@ -117,7 +117,7 @@ def _simulate(loaded: LoadedSpec, structure, *, batch: int, seed: int, trial_odo
                              precision=spec.precision, wall_time_s=res.wall_s, loop_time_s=res.loop_s,
                              neuron_steps_per_s=(s.n * batch * measured / loop) if res.loop_s else np.nan,
                              n_synapses=n_syn, n_mitral=model.n_mitral, schedule=spec.schedule.kind,
-                             odours=spec.odours.kind, run_seed=int(seed), **(extra_attrs or {}))
+                             odours=spec.odours.kind, run_seed=int(seed), engine=res.engine, **(extra_attrs or {}))
     ds = spiking_dataset(events, rate, dt_ms=dt, n_steps=n_steps, bin_ms=bin_steps * dt,
                          population=ei, ei=ei, attrs=attrs)
     assembly = s.assembly if s.assembly is not None else np.full(s.n, -1)

@@ -135,6 +135,9 @@ def test_network_yaml_is_the_teacher_as_an_ordinary_spec(run, tmp_path):
     assert loaded.spec.kind == "simulation"
     assert {p.connectivity.kind for p in loaded.spec.projections} == {"structure"}
     sim = simulate(loaded, None, progress=False, write=False)
+    import jax
+    want = "loop" if jax.default_backend() == "cpu" else "xla"  # auto, for the teacher and for simulate
+    assert ds.attrs["engine"] == sim.attrs["engine"] == want
     perm = np.concatenate([np.nonzero(load_structure(out / "network_structure.npz").cell_type == t)[0]
                            for t in "EI"])
     key = lambda t, s, n: np.lexsort((n, t, s))  # noqa: E731
