@@ -276,21 +276,14 @@ def _bank_code(net, k: int, bank, offsets: dict, ell: bool) -> list[str]:
     L, pre_off = [], 0
     for s in bank.sources:
         size = net._size(s)
-        if bank.delay_steps:
-            spiked = f"hist_{s}[(n - {bank.delay_steps}) % hist_{s}.shape[0], b, i]"
-        elif s in net.sources:
-            spiked = f"src_{s}[t, b, i]"
+        if bank.delay_steps or s in net.sources:  # a flag per presynaptic neuron: history or source spikes
+            spiked = (f"hist_{s}[(n - {bank.delay_steps}) % hist_{s}.shape[0], b, i]" if bank.delay_steps
+                      else f"src_{s}[t, b, i]")
+            L += [f"            for i in range({size}):", f"                if {spiked}:"]
         else:  # this step's spikes: the fired list, in neuron order
-            spiked = None
-        if spiked is None:
-            L += ["            for q in range(nf):",
-                  f"                i = fl[q] - {offsets[s]}",
-                  f"                if i >= 0 and i < {size}:",
-                  f"                    row = {pre_off} + i"]
-        else:
-            L += [f"            for i in range({size}):",
-                  f"                if {spiked}:",
-                  f"                    row = {pre_off} + i"]
+            L += ["            for q in range(nf):", f"                i = fl[q] - {offsets[s]}",
+                  f"                if i >= 0 and i < {size}:"]
+        L.append(f"                    row = {pre_off} + i")
         if ell:
             L += [f"                    for j in range(ptr{k}[row]):",
                   f"                        acc{k}[idx{k}[row, j]] += w{k}[row, j]"]
