@@ -88,9 +88,9 @@ def bits_per_spike_per_neuron(lam, n) -> np.ndarray:
 def poisson_calibration(lam, n, floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """Per neuron, the gain ``a >= 0`` and offset ``b`` (counts per bin) maximising the Poisson likelihood of
     counts ``n`` under ``a lam + b`` (``lam``, ``n``: (trials, bins, neurons), NaN counts skipped; convex,
-    solved by L-BFGS-B from ``a = 1, b = 0``).  ``b >= floor x`` the neuron's mean count, so that no bin is
-    predicted silent (a spike there would cost ~20 nats at nlb_tools' 1e-9 floor; at this floor it costs
-    ``ln(1 / floor)`` more than the mean rate would).  A neuron without counts keeps ``a = 1, b = 0``."""
+    solved by L-BFGS-B from ``a = 1`` and the least offset).  ``b >= floor x`` the neuron's mean count, so
+    that no bin is predicted silent (a spike there would cost ~20 nats at nlb_tools' 1e-9 floor; at this
+    floor it costs ``ln(1 / floor)`` more than the mean rate would).  A neuron without counts keeps ``a = 1, b = 0``."""
     from scipy.optimize import minimize
     lam, n = np.asarray(lam, np.float64), np.asarray(n, np.float64)
     a, b = np.ones(n.shape[-1]), np.zeros(n.shape[-1])
@@ -104,7 +104,7 @@ def poisson_calibration(lam, n, floor: float = 1e-3) -> tuple[np.ndarray, np.nda
             m = q[0] * x + q[1]
             return float(np.sum(m - y * np.log(m))), np.array([np.sum((1 - y / m) * x), np.sum(1 - y / m)])
         lo = floor * y.mean()
-        res = minimize(nll, np.array([1.0, max(lo, 0.0)]), jac=True, method="L-BFGS-B",
+        res = minimize(nll, np.array([1.0, lo]), jac=True, method="L-BFGS-B",
                        bounds=[(0.0, None), (lo, None)])
         if not res.success:
             raise RuntimeError(f"Poisson calibration of neuron {j} did not converge: {res.message}")
@@ -215,6 +215,12 @@ def trial_matching_cost(a, b, cond_a, cond_b, sigma_bins: float) -> float:
     return total / pairs if pairs else float("nan")
 
 
+def _observed(rates, valid, trials) -> tuple[np.ndarray, np.ndarray]:
+    """(valid bins (len(trials), T), recorded values of ``trials`` as float64 with NaN outside them)."""
+    ok = np.asarray(valid)[trials] > 0
+    return ok, np.where(ok[..., None], np.asarray(rates, np.float64)[trials], np.nan)
+
+
 def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bins: float,
                         observation: str = "none", sigma=None, sampled=None, train=None,
                         model_train=None) -> tuple[dict, dict]:
@@ -231,8 +237,7 @@ def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bin
     trials, is the reference a faithful trial distribution reaches).  With ``train`` and ``model_train`` (the
     noise-free model rates on ``train``): ``bits_per_spike_calibrated`` and the per-neuron
     ``calibration_gain`` / ``calibration_offset_hz`` of :func:`poisson_calibration` on the training trials."""
-    ok = np.asarray(valid)[val] > 0
-    y = np.where(ok[..., None], np.asarray(rates, np.float64)[val], np.nan)
+    ok, y = _observed(rates, valid, val)
     model = np.asarray(model, np.float64)
     per, head = {}, {"observation": observation}
     n = to_counts(y, bin_ms)
@@ -247,13 +252,13 @@ def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bin
                 ref = to_counts(condition_psth_per_trial(rates, w, cc, val, sigma_bins), bin_ms)
                 head[f"bits_per_spike_{k}"] = float(bits_per_spike(np.where(ok[..., None], ref, 0.0), n))
         if train is not None and model_train is not None:
-            ok_t = np.asarray(valid)[train] > 0
-            n_t = np.where(ok_t[..., None], to_counts(np.asarray(rates, np.float64)[train], bin_ms), np.nan)
-            gain, off = poisson_calibration(to_counts(model_train, bin_ms), n_t)
+            n_train = to_counts(_observed(rates, valid, train)[1], bin_ms)
+            gain, off = poisson_calibration(to_counts(model_train, bin_ms), n_train)
             lam_c = np.where(ok[..., None], calibrated(lam, gain, off), 0.0)
             per.update(calibration_gain=gain, calibration_offset_hz=off * 1000.0 / bin_ms,
                        bits_per_spike_calibrated=bits_per_spike_per_neuron(lam_c, n))
-            head["bits_per_spike_calibrated"] = float(bits_per_spike(lam_c, n))
+            head.update(bits_per_spike_calibrated=float(bits_per_spike(lam_c, n)),
+                        calibration_gain_median=float(np.median(gain)))
     p = np.where(ok[..., None], condition_psth_per_trial(rates, valid, cond, val, sigma_bins), np.nan)
     per["psth_r2"] = psth_r2_per_neuron(p, np.where(ok[..., None], model, 0.0))
     head["psth_r2"] = float(per["psth_r2"].mean())
@@ -263,7 +268,7 @@ def observation_metrics(model, rates, valid, cond, val, bin_ms: float, sigma_bin
         head["gaussian_nll_null"] = gaussian_nll(null_counts(y), y, sigma) / k
     if sampled is not None and train is not None:  # as many training trials per condition as validation ones
         train = np.concatenate([train[cond[train] == c][:int((cond[val] == c).sum())] for c in np.unique(cond[val])])
-        yt = np.where(np.asarray(valid)[train][..., None] > 0, np.asarray(rates, np.float64)[train], np.nan)
+        yt = _observed(rates, valid, train)[1]
         mask = lambda x: np.where(ok[..., None], x, np.nan)  # noqa: E731
         for k, x, cx in (("model", mask(sampled), cond[val]), ("model_rate", mask(model), cond[val]),
                          ("data", yt, cond[train])):

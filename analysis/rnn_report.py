@@ -146,8 +146,6 @@ def metrics(a: FitArrays) -> tuple[xr.Dataset, dict]:
             "r_I": float(np.nanmean(m["r_pooled"].values[ei == "I"])) if (ei == "I").any() else float("nan"),
             "fano_model": _nanmean(m["fano_model"].values), "fano_target": _nanmean(m["fano_target"].values),
             "fano_model_rate": _nanmean(m["fano_model_rate"].values), **obs}
-    if "calibration_gain" in m:
-        head["calibration_gain_median"] = float(np.median(m["calibration_gain"].values))
     head["r_over_ceiling"] = head["r_pooled"] / head["ceiling_pooled"] if head["ceiling_pooled"] > 0 else float("nan")
     head.update(ceiling_pooled_lo=float(ci["ceiling_mean_lo"]), ceiling_pooled_hi=float(ci["ceiling_mean_hi"]),
                 n_above_ceiling_ci=int(m["r_above_ceiling_ci"].values.sum()))
